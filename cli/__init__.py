@@ -1,0 +1,1 @@
+"""Command-line interface (click). Parses flags, calls library functions, prints."""

@@ -1,0 +1,1 @@
+"""Model: tokenizers, the audio-visual masked transformer, sampler, vocoder, training."""

@@ -1,0 +1,1 @@
+"""Tokenizers: published VQGANs and the patch k-means tokenizer."""

@@ -1,0 +1,1 @@
+"""Pipeline: manifests, decoding, extraction, tokenization and token shards."""

@@ -1,0 +1,175 @@
+"""The extracted-shard format (output of `avtok extract`, input of `avtok tokenize`): writer and reader.
+
+One WebDataset tar per manifest shard, `shard-{n:06d}.tar`. Per sample (key = sanitised video_id):
+`frame{i}.jpg` (i = 0..9, RGB 256×256, quality 95), `mel.npy` (float16 spec01, 80×848), `json`
+(metadata and warnings) and, with --keep-audio, `audio.flac` (22050 Hz mono, 10 s).
+Tar members carry a fixed mtime so a re-run writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .index import temp_path_for
+
+N_FRAMES = 10
+FRAME_SIZE = 256
+JPEG_QUALITY = 95
+
+# The SpecVQGAN VGGSound recipe (facts/tokenizers.md §3). Recorded in extracted/index.json;
+# `tokenize` refuses shards made with anything else.
+MEL_PARAMS: dict[str, Any] = {
+    "recipe": "specvqgan-spec01",
+    "sample_rate": 22050,
+    "n_samples": 220500,
+    "n_fft": 1024,
+    "hop_length": 256,
+    "window": "hann-periodic",
+    "power": 1.0,
+    "n_mels": 80,
+    "fmin": 125.0,
+    "fmax": 7600.0,
+    "mel_norm": "slaney",
+    "mel_htk": False,
+    "amin": 1e-5,
+    "spec01": "clip((20*log10(max(mel,amin))+80)/100,0,1)",
+    "trim_frames": 860,
+    "crop": [6, 854],
+    "downmix": "ffmpeg-swr",
+}
+MEL_SHAPE = (MEL_PARAMS["n_mels"], MEL_PARAMS["crop"][1] - MEL_PARAMS["crop"][0])  # (80, 848)
+FIXED_MTIME = 946684800.0  # 2000-01-01, any constant works
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def shard_name(n: int) -> str:
+    return f"shard-{n:06d}.tar"
+
+
+def sanitize_key(video_id: str) -> str:
+    """A WebDataset-safe key: no dots (they split extensions), no path separators, ASCII only."""
+    key = _KEY_BAD.sub("_", video_id)
+    return key or "_"
+
+
+@dataclass
+class ExtractedSample:
+    """One clip as stored in an extracted shard."""
+
+    key: str
+    frames: np.ndarray  # uint8 [10, 256, 256, 3]
+    mel: np.ndarray  # float16 [80, 848], spec01 in [0, 1]
+    meta: dict[str, Any] = field(default_factory=dict)
+    audio: np.ndarray | None = None  # float32 [220500] at 22050 Hz, when kept
+
+
+def _encode_jpeg(frame: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, dtype=np.float32), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _decode_flac(data: bytes) -> np.ndarray:
+    import soundfile as sf
+
+    audio, _ = sf.read(io.BytesIO(data), dtype="float32")
+    return audio
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sample_members(sample: ExtractedSample) -> list[tuple[str, bytes]]:
+    """The tar members (name, bytes) of one sample, in a fixed order."""
+    if sample.frames.shape != (N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3) or sample.frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 {(N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3)}, got "
+                         f"{sample.frames.dtype} {sample.frames.shape}")
+    if sample.mel.shape != MEL_SHAPE:
+        raise ValueError(f"mel must be {MEL_SHAPE}, got {sample.mel.shape}")
+    key = sample.key
+    members = [(f"{key}.frame{i}.jpg", _encode_jpeg(sample.frames[i])) for i in range(N_FRAMES)]
+    members.append((f"{key}.mel.npy", _npy_bytes(sample.mel.astype(np.float16))))
+    members.append((f"{key}.json", json.dumps(sample.meta, sort_keys=True).encode()))
+    if sample.audio is not None:
+        members.append((f"{key}.audio.flac", _encode_flac(sample.audio, MEL_PARAMS["sample_rate"])))
+    return members
+
+
+def write_extracted_shard(path: str | os.PathLike, samples: Iterable[ExtractedSample]) -> int:
+    """Write samples to `path` atomically (temp name, then rename); returns the sample count."""
+    path = Path(path)
+    tmp = temp_path_for(path)
+    count = 0
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                for name, data in sample_members(sample):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mtime = FIXED_MTIME
+                    info.mode = 0o444
+                    info.uname = info.gname = "avtok"
+                    tar.addfile(info, io.BytesIO(data))
+                count += 1
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) -> Iterator[ExtractedSample]:
+    """Yield the samples of one extracted shard in stored order."""
+    current: dict[str, Any] = {}
+    current_key: str | None = None
+
+    def finish() -> ExtractedSample:
+        frames = None
+        if decode_frames:
+            frames = np.stack([_decode_jpeg(current[f"frame{i}.jpg"]) for i in range(N_FRAMES)])
+        audio = _decode_flac(current["audio.flac"]) if "audio.flac" in current else None
+        mel = np.load(io.BytesIO(current["mel.npy"]), allow_pickle=False)
+        return ExtractedSample(current_key, frames, mel, json.loads(current["json"]), audio)
+
+    with tarfile.open(path, "r") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            key, _, ext = info.name.partition(".")
+            if key != current_key:
+                if current_key is not None:
+                    yield finish()
+                current, current_key = {}, key
+            current[ext] = tar.extractfile(info).read()
+        if current_key is not None:
+            yield finish()
