@@ -1,0 +1,81 @@
+"""`AVConfig`: the audio-visual masked transformer's shape and masking choices, with presets.
+
+Open choices of the paper, with their defaults (see README "avtok train"):
+* `drop_rule="extend"`: always drop floor(drop_ratio·N) tokens per modality, masked ones first; a dropped
+  visible token counts as masked (effective ratio max(r, drop_ratio)); shapes stay static. "clamp" drops
+  only masked tokens, min(floor(drop_ratio·N), fewest masked in the batch): MAGE-like, variable length.
+* `detach_tied=False`: the output layer uses the live embedding weight (MaskGIT); True detaches it (MAGE).
+* `ratio_per="sample"`: one mask ratio per sample and modality; "batch" draws one per batch (MAGE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AVConfig:
+    image_codebook: int = 1024
+    audio_codebook: int = 1024
+    image_tokens: int = 256
+    audio_tokens: int = 265
+    dim: int = 1024  # encoder width = embedding-table width
+    depth: int = 24
+    heads: int = 16
+    dec_dim: int = 1024
+    dec_depth: int = 8
+    dec_heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1  # attention and proj/MLP dropout (MAGE)
+    mask_min: float = 0.2  # truncated Gaussian for the mask ratio
+    mask_max: float = 1.0
+    mask_mu: float = 0.7
+    mask_std: float = 0.25
+    drop_ratio: float = 0.5
+    drop_rule: str = "extend"  # "extend" | "clamp"
+    ratio_per: str = "sample"  # "sample" | "batch"
+    detach_tied: bool = False
+    label_smoothing: float = 0.1
+    grad_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.drop_rule not in ("extend", "clamp"):
+            raise ValueError(f"drop_rule must be 'extend' or 'clamp', got {self.drop_rule!r}")
+        if self.ratio_per not in ("sample", "batch"):
+            raise ValueError(f"ratio_per must be 'sample' or 'batch', got {self.ratio_per!r}")
+        if not 0.0 <= self.mask_min < self.mask_max <= 1.0:
+            raise ValueError(f"need 0 <= mask_min < mask_max <= 1, got {self.mask_min}, {self.mask_max}")
+        if not 0.0 <= self.drop_ratio < 1.0:
+            raise ValueError(f"drop_ratio must be in [0, 1), got {self.drop_ratio}")
+        if self.dim % self.heads or self.dec_dim % self.dec_heads:
+            raise ValueError("dim and dec_dim must be divisible by their head counts")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AVConfig:
+        """Build from a plain dict (e.g. a checkpoint's "config"); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown AVConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU tests and the demo. No dropout: on CPU, attention dropout forces SDPA's 4× slower math path.
+    "tiny": dict(dim=64, depth=2, heads=4, dec_dim=64, dec_depth=2, dec_heads=4, dropout=0.0),
+    # MAGE-B sizes.
+    "base": dict(dim=768, depth=12, heads=12, dec_dim=768, dec_depth=8, dec_heads=16),
+    # MAGE-L sizes: 409.4M parameters with two 1025-row tables.
+    "large": dict(dim=1024, depth=24, heads=16, dec_dim=1024, dec_depth=8, dec_heads=16),
+}
+
+
+def preset(name: str, **overrides: Any) -> AVConfig:
+    """The named preset with `overrides` (e.g. codebook sizes from the token index) applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return replace(AVConfig(**PRESETS[name]), **overrides)

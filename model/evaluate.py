@@ -1,0 +1,384 @@
+"""`avtok eval`: token-level metrics of a checkpoint on a token split, and waveform metrics when possible.
+
+Image tokens come from the **middle frame, index 5** of the 10 stored per clip (`EVAL_FRAME`).
+
+1. Masked-token NLL (nats/token) and accuracy of the target modality, both directions
+   (image→audio, audio→image), at mask ratio 1.0 (pure generation) and 0.5, with the condition
+   *true*, *masked* (all [MASK]: unconditional) and *shuffled* (another clip's condition; a fixed
+   derangement). `delta_nll_uncond` = NLL(masked) − NLL(true) > 0 means the model uses the condition.
+   At ratio 1.0 also the guided cross-entropy of the true tokens, logits u + (1+w)(c − u) = c + w(c − u).
+2. CFG sweep with the MaskGIT sampler (w ∈ {0, 1, 2, 3, 5}, several seeds): generated-token accuracy
+   against the ground truth, diversity (mean pairwise Hamming distance between seeds, as a fraction of
+   positions) and codebook-usage entropy (bits) of the generated tokens.
+3. Waveforms (image→audio at `cfg`, seed 0), decoded with the checkpoint's audio tokenizer and a vocoder
+   (Griffin-Lim unless a MelGAN file is given). Reference audio: the clips' own audio (`extracted/`
+   written with --keep-audio) if given, else the tokenizer's reconstruction of the true tokens (stated
+   in the output). With the user's Cnn14 / VGGish files: audioldm_eval-compatible `frechet_distance`,
+   `inception_score`, `kl_softmax`/`kl_sigmoid` (Cnn14) and `frechet_audio_distance` (VGGish), each with
+   the file's sha256. Without them only `proxy_*` numbers (never called FD/FAD). An optional oracle
+   (a waveform classifier, e.g. the synthetic set's) gives class accuracy of generated audio.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from avtok.pipeline.index import sha256_file
+from avtok.pipeline.shards import load_tokens
+
+from . import metrics as M
+
+EVAL_FRAME = 5  # the middle of the 10 frames (frame i is shown at start + (i + 0.5) s)
+CFG_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0)
+DIRECTIONS = ("image2audio", "audio2image")
+CONDITIONS = ("true", "masked", "shuffled")
+SR = 22050
+
+# (waves, sample_rate, labels) -> {"accuracy": ..., ...}; e.g. the synthetic set's analytic oracle
+Oracle = Callable[[list[np.ndarray], int, list[str]], dict[str, Any]]
+
+
+@dataclass
+class EvalOptions:
+    """Knobs of one evaluation run (the CLI's flags)."""
+
+    split: str = "test"
+    limit: int | None = None  # first N clips of the split
+    batch: int = 32
+    cfg_scales: tuple[float, ...] = CFG_SCALES
+    seeds: int = 3
+    steps: int = 30
+    choice_temperature: float = 4.5
+    sweep_directions: tuple[str, ...] = ("image2audio",)
+    waveforms: bool = True
+    cfg: float = 3.0  # guidance of the waveform set
+    vocoder: str | None = None  # MelGAN file; None = Griffin-Lim
+    audio_tokenizer: str | None = None  # override the path recorded in the checkpoint
+    extracted: str | None = None  # folder with audio.flac of the split (reference audio)
+    cnn14_ckpt: str | None = None
+    vggish_ckpt: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+    oracle: Oracle | None = None
+    wav_dir: str | None = None  # write generated wavs here
+    progress: Callable[[str], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A permutation with no fixed point (n ≥ 2): every clip gets another clip's condition."""
+    order = np.random.default_rng(seed).permutation(n)
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+def _split_modalities(direction: str, image: torch.Tensor, audio: torch.Tensor):
+    return (image, audio) if direction == "image2audio" else (audio, image)
+
+
+@torch.no_grad()
+def _logits_for(model, direction: str, cond: torch.Tensor, cond_known: torch.Tensor, target: torch.Tensor,
+                target_known: torch.Tensor) -> torch.Tensor:
+    if direction == "image2audio":
+        return model.forward_logits(cond, target, cond_known, target_known)[1]
+    return model.forward_logits(target, cond, target_known, cond_known)[0]
+
+
+@torch.no_grad()
+def token_metrics(model, image: torch.Tensor, audio: torch.Tensor, batch: int = 32, seed: int = 0,
+                  cfg_scales: tuple[float, ...] = CFG_SCALES) -> dict[str, Any]:
+    """NLL/accuracy per direction × mask ratio × condition, ΔNLL, and guided CE at ratio 1.0."""
+    device = next(model.parameters()).device
+    n = image.shape[0]
+    perm = torch.from_numpy(derangement(n, seed)) if n > 1 else torch.zeros(1, dtype=torch.long)
+    out: dict[str, Any] = {}
+    for direction in DIRECTIONS:
+        cond_all, tgt_all = _split_modalities(direction, image, audio)
+        res: dict[str, Any] = {}
+        for ratio in (1.0, 0.5):
+            g = torch.Generator().manual_seed(seed + 1)
+            # the same target mask for every condition, so the three rows compare like with like
+            tmask_all = torch.rand(tgt_all.shape, generator=g) < ratio if ratio < 1 else \
+                torch.ones(tgt_all.shape, dtype=torch.bool)
+            sums = {c: [0.0, 0.0, 0] for c in CONDITIONS}
+            guided = {w: 0.0 for w in cfg_scales}
+            for lo in range(0, n, batch):
+                sl = slice(lo, lo + batch)
+                tgt = tgt_all[sl].to(device)
+                tmask = tmask_all[sl].to(device)
+                logits_by = {}
+                for c in CONDITIONS:
+                    cond = (cond_all[perm[sl]] if c == "shuffled" else cond_all[sl]).to(device)
+                    ck = torch.full(cond.shape, c != "masked", dtype=torch.bool, device=device)
+                    logits = _logits_for(model, direction, cond, ck, tgt, ~tmask)
+                    logits_by[c] = logits
+                    nll = F.cross_entropy(logits[tmask], tgt[tmask], reduction="sum")
+                    acc = (logits[tmask].argmax(-1) == tgt[tmask]).sum()
+                    sums[c][0] += float(nll)
+                    sums[c][1] += float(acc)
+                    sums[c][2] += int(tmask.sum())
+                if ratio == 1.0:
+                    c_l, u_l = logits_by["true"], logits_by["masked"]
+                    for w in cfg_scales:
+                        gl = c_l + w * (c_l - u_l)
+                        guided[w] += float(F.cross_entropy(gl[tmask], tgt[tmask], reduction="sum"))
+            key = f"ratio_{ratio:g}"
+            res[key] = {c: {"nll": s[0] / s[2], "accuracy": s[1] / s[2]} for c, s in sums.items()}
+            res[key]["delta_nll_uncond"] = res[key]["masked"]["nll"] - res[key]["true"]["nll"]
+            res[key]["delta_nll_shuffled"] = res[key]["shuffled"]["nll"] - res[key]["true"]["nll"]
+            if ratio == 1.0:
+                total = sums["true"][2]
+                res[key]["guided_nll"] = {f"{w:g}": v / total for w, v in guided.items()}
+        out[direction] = res
+    return out
+
+
+@torch.no_grad()
+def cfg_sweep(model, image: torch.Tensor, audio: torch.Tensor, direction: str = "image2audio",
+              cfg_scales: tuple[float, ...] = CFG_SCALES, seeds: int = 3, steps: int = 30, batch: int = 32,
+              choice_temperature: float = 4.5, codebook: int | None = None) -> list[dict[str, Any]]:
+    """Generated-token accuracy and diversity per guidance scale (MaskGIT sampler, seeds 0..seeds-1)."""
+    from .sampler import sample
+
+    device = next(model.parameters()).device
+    truth = audio if direction == "image2audio" else image
+    rows = []
+    for w in cfg_scales:
+        gens = []
+        for s in range(seeds):
+            g = torch.Generator(device=device).manual_seed(s)
+            parts = []
+            for lo in range(0, image.shape[0], batch):
+                kw = ({"image_tokens": image[lo:lo + batch].to(device)} if direction == "image2audio"
+                      else {"audio_tokens": audio[lo:lo + batch].to(device)})
+                gi, ga = sample(model, direction, steps=steps, cfg=w, choice_temperature=choice_temperature,
+                                generator=g, **kw)
+                parts.append((ga if direction == "image2audio" else gi).cpu())
+            gens.append(torch.cat(parts))
+        acc = float(np.mean([(gen == truth).float().mean().item() for gen in gens]))
+        ham = [float((a != b).float().mean()) for a, b in itertools.combinations(gens, 2)]
+        all_tokens = torch.cat(gens).reshape(-1).numpy()
+        size = codebook or int(all_tokens.max()) + 1
+        rows.append({"cfg": w, "token_accuracy": acc,
+                     "pairwise_hamming": float(np.mean(ham)) if ham else None,
+                     "codebook_entropy_bits": M.entropy_bits(np.bincount(all_tokens, minlength=size)),
+                     "codes_used": int((np.bincount(all_tokens, minlength=size) > 0).sum())})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- waveforms
+def load_audio_tokenizer(ckpt: dict[str, Any], override: str | None = None):
+    """The checkpoint's audio tokenizer (path from its record unless overridden; fingerprint checked)."""
+    from .tokenizers import load_tokenizer
+
+    rec = (ckpt.get("tokenizers") or {}).get("audio") or {}
+    path = override or rec.get("path")
+    if not path:
+        raise ValueError("the checkpoint records no audio tokenizer path; pass --audio-tokenizer")
+    tok = load_tokenizer(path, rec.get("kind", "patch-kmeans"), modality=rec.get("modality", "audio"))
+    if rec.get("fingerprint") and tok.fingerprint != rec["fingerprint"]:
+        raise ValueError(f"{path}: fingerprint {tok.fingerprint[:12]}… differs from the checkpoint's "
+                         f"{rec['fingerprint'][:12]}…; these are not the tokens the model was trained on")
+    return tok
+
+
+@torch.no_grad()
+def tokens_to_spec01(tokenizer, tokens: torch.Tensor, batch: int = 16) -> np.ndarray:
+    """Audio tokens [N, 265] → spec01 [N, 80, 848] via the tokenizer's decoder."""
+    from .tokenizers import output_to_spec01
+
+    out = [output_to_spec01(tokenizer.decode(tokens[lo:lo + batch].long())) for lo in range(0, len(tokens), batch)]
+    return np.concatenate(out)
+
+
+def spec01_to_waves(vocoder, spec01: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+    waves = []
+    for lo in range(0, len(spec01), batch):
+        w = vocoder(torch.from_numpy(np.ascontiguousarray(spec01[lo:lo + batch])))
+        waves += [x.numpy().astype(np.float32) for x in w]
+    return waves
+
+
+def melband_stats(spec01: np.ndarray, bands: int = 16) -> np.ndarray:
+    """Per clip: mean and std over time of `bands` pooled mel bands: [N, 2·bands] (proxy features)."""
+    n, m, t = spec01.shape
+    pooled = spec01.reshape(n, bands, m // bands, t).mean(axis=2)
+    return np.concatenate([pooled.mean(axis=2), pooled.std(axis=2)], axis=1)
+
+
+def proxy_metrics(gen_spec01: np.ndarray, ref_spec01: np.ndarray) -> dict[str, Any]:
+    """Distribution/pairing proxies that need no external network (named proxy_*, not FD/FAD)."""
+    out: dict[str, Any] = {"proxy_l1_spec01": float(np.abs(gen_spec01 - ref_spec01).mean())}
+    if len(gen_spec01) >= 2:
+        out["proxy_frechet_melband_stats"] = M.frechet_distance_features(melband_stats(gen_spec01),
+                                                                         melband_stats(ref_spec01))
+    return out
+
+
+def waveform_metrics(gen: list[np.ndarray], ref: list[np.ndarray], names: list[str], sr: int,
+                     cnn14_ckpt: str | None = None, vggish_ckpt: str | None = None) -> dict[str, Any]:
+    """audioldm_eval-compatible metrics for the networks whose files are given (sha256 recorded)."""
+    from . import audio_nets as AN
+
+    out: dict[str, Any] = {}
+    if cnn14_ckpt:
+        net = AN.load_cnn14(cnn14_ckpt)
+        g, r = AN.cnn14_outputs(net, gen, sr), AN.cnn14_outputs(net, ref, sr)
+        is_mean, is_std = M.inception_score(g["logits"], splits=min(10, len(gen)))
+        pairs = M.paired_by_name(names, names)
+        kl = M.kl_divergence(r["logits"], g["logits"]) if pairs else {"kl_softmax": -1, "kl_sigmoid": -1}
+        out["cnn14"] = {"file": str(cnn14_ckpt), "sha256": sha256_file(cnn14_ckpt), "sample_rate": net.sample_rate,
+                        "frechet_distance": M.frechet_distance_features(g["2048"], r["2048"]),
+                        "inception_score_mean": is_mean, "inception_score_std": is_std, **kl}
+    if vggish_ckpt:
+        net = AN.load_vggish(vggish_ckpt)
+        out["vggish"] = {"file": str(vggish_ckpt), "sha256": sha256_file(vggish_ckpt),
+                         "frechet_audio_distance": M.frechet_distance_features(AN.vggish_embeddings(net, gen, sr),
+                                                                               AN.vggish_embeddings(net, ref, sr))}
+    return out
+
+
+def reference_audio(extracted: str | os.PathLike, video_ids: list[str]) -> dict[str, np.ndarray]:
+    """audio.flac of the given clips from extracted shards (written with --keep-audio)."""
+    import io
+    import json
+    import tarfile
+
+    import soundfile as sf
+
+    want = set(video_ids)
+    found: dict[str, np.ndarray] = {}
+    for tar_path in sorted(Path(extracted).glob("shard-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members: dict[str, dict[str, bytes]] = {}
+            for info in tar:
+                key, _, ext = info.name.partition(".")
+                if ext in ("json", "audio.flac"):
+                    members.setdefault(key, {})[ext] = tar.extractfile(info).read()
+        for parts in members.values():
+            if "json" not in parts or "audio.flac" not in parts:
+                continue
+            vid = json.loads(parts["json"]).get("video_id")
+            if vid in want:
+                found[vid] = sf.read(io.BytesIO(parts["audio.flac"]), dtype="float32")[0]
+    return found
+
+
+def evaluate(checkpoint: str | os.PathLike, shards: str | os.PathLike, opts: EvalOptions | None = None) -> dict[str, Any]:
+    """Run every metric the inputs allow; returns the JSON-able result (see module docstring)."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    opts = opts or EvalOptions()
+    say = opts.progress or (lambda _msg: None)
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).to(opts.device)
+    data = load_tokens(shards, split=opts.split)
+    n = len(data) if opts.limit is None else min(opts.limit, len(data))
+    image = torch.from_numpy(data.image[:n, EVAL_FRAME].astype(np.int64))
+    audio = torch.from_numpy(data.audio[:n].astype(np.int64))
+    labels = data.labels[:n]
+    ids = data.video_ids[:n]
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "step": ckpt.get("step"), "shards": str(shards), "split": opts.split,
+        "clips": n, "eval_frame": EVAL_FRAME, "steps": opts.steps, "seeds": opts.seeds,
+        "choice_temperature": opts.choice_temperature,
+    }
+    say(f"token metrics on {n} clips")
+    result["token_metrics"] = token_metrics(model, image, audio, batch=opts.batch, seed=opts.seed,
+                                            cfg_scales=opts.cfg_scales)
+    result["cfg_sweep"] = {}
+    for direction in opts.sweep_directions:
+        say(f"CFG sweep {direction} (w = {', '.join(f'{w:g}' for w in opts.cfg_scales)})")
+        cb = model.cfg.audio_codebook if direction == "image2audio" else model.cfg.image_codebook
+        result["cfg_sweep"][direction] = cfg_sweep(
+            model, image, audio, direction, opts.cfg_scales, opts.seeds, opts.steps, opts.batch,
+            opts.choice_temperature, codebook=cb)
+    if opts.waveforms:
+        result["waveforms"] = _waveform_section(ckpt, model, image, audio, ids, labels, opts, say)
+    return result
+
+
+def _waveform_section(ckpt, model, image, audio, ids, labels, opts: EvalOptions, say) -> dict[str, Any]:
+    from .sampler import sample
+    from .vocoder import load_vocoder
+
+    tok = load_audio_tokenizer(ckpt, opts.audio_tokenizer)
+    vocoder = load_vocoder(opts.vocoder)
+    say(f"generating {len(ids)} waveforms (cfg {opts.cfg:g}, {'MelGAN' if opts.vocoder else 'Griffin-Lim'})")
+    g = torch.Generator(device=opts.device).manual_seed(opts.seed)
+    gen_tokens = torch.cat([sample(model, "image2audio", image_tokens=image[lo:lo + opts.batch].to(opts.device),
+                                   steps=opts.steps, cfg=opts.cfg, choice_temperature=opts.choice_temperature,
+                                   generator=g)[1].cpu()
+                            for lo in range(0, len(ids), opts.batch)])
+    gen_spec = tokens_to_spec01(tok, gen_tokens)
+    rec_spec = tokens_to_spec01(tok, audio)
+    gen_waves = spec01_to_waves(vocoder, gen_spec)
+    out: dict[str, Any] = {"cfg": opts.cfg, "vocoder": opts.vocoder or "griffin-lim",
+                           "audio_tokenizer": tok.record() if hasattr(tok, "record") else tok.path}
+    ref_waves: list[np.ndarray]
+    if opts.extracted:
+        found = reference_audio(opts.extracted, ids)
+        missing = [v for v in ids if v not in found]
+        if missing:
+            raise ValueError(f"{opts.extracted}: no audio.flac for {len(missing)} clips (e.g. {missing[0]}); "
+                             "extract with --keep-audio")
+        ref_waves = [found[v] for v in ids]
+        out["reference"] = "clip audio (extracted --keep-audio)"
+    else:
+        ref_waves = spec01_to_waves(vocoder, rec_spec)
+        out["reference"] = "tokenizer reconstruction of the true tokens, through the same vocoder"
+    out.update(proxy_metrics(gen_spec, rec_spec))
+    out.update(waveform_metrics(gen_waves, ref_waves, ids, SR, opts.cnn14_ckpt, opts.vggish_ckpt))
+    if opts.oracle is not None:
+        out["oracle"] = {"generated": opts.oracle(gen_waves, SR, labels),
+                         "reference": opts.oracle(ref_waves, SR, labels)}
+    if opts.wav_dir:
+        import soundfile as sf
+
+        Path(opts.wav_dir).mkdir(parents=True, exist_ok=True)
+        for vid, w in zip(ids, gen_waves, strict=True):
+            sf.write(Path(opts.wav_dir) / f"{vid}.wav", w, SR)
+    return out
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """A short human-readable summary of `evaluate`'s result."""
+    lines = [f"# avtok eval: {result['checkpoint']} (step {result.get('step')}), split {result['split']}, "
+             f"{result['clips']} clips, frame {result['eval_frame']}", "",
+             "| direction | mask ratio | NLL true | NLL masked | NLL shuffled | acc true | acc masked | ΔNLL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for direction, res in result["token_metrics"].items():
+        for ratio, r in res.items():
+            lines.append(f"| {direction} | {ratio.split('_')[1]} | {r['true']['nll']:.3f} | {r['masked']['nll']:.3f} | "
+                         f"{r['shuffled']['nll']:.3f} | {r['true']['accuracy']:.3f} | {r['masked']['accuracy']:.3f} | "
+                         f"{r['delta_nll_uncond']:+.3f} |")
+    for direction, rows in result.get("cfg_sweep", {}).items():
+        lines += ["", f"CFG sweep, {direction}:", "",
+                  "| w | token acc | pairwise Hamming | codebook entropy (bits) | codes used |", "|---|---|---|---|---|"]
+        for r in rows:
+            ham = "–" if r["pairwise_hamming"] is None else f"{r['pairwise_hamming']:.3f}"
+            lines.append(f"| {r['cfg']:g} | {r['token_accuracy']:.3f} | {ham} | {r['codebook_entropy_bits']:.2f} | "
+                         f"{r['codes_used']} |")
+    wf = result.get("waveforms")
+    if wf:
+        lines += ["", f"Waveforms (cfg {wf['cfg']:g}, {wf['vocoder']}; reference: {wf['reference']}):", ""]
+        for k in sorted(wf):
+            if k.startswith("proxy_"):
+                lines.append(f"- {k}: {wf[k]:.4f}")
+        for net in ("cnn14", "vggish"):
+            if net in wf:
+                vals = ", ".join(f"{k} {v:.4f}" for k, v in wf[net].items() if isinstance(v, float))
+                lines.append(f"- {net} ({Path(wf[net]['file']).name}, sha256 {wf[net]['sha256'][:12]}…): {vals}")
+        if "oracle" in wf:
+            lines.append(f"- oracle accuracy: generated {wf['oracle']['generated']['accuracy']:.3f}, "
+                         f"reference {wf['oracle']['reference']['accuracy']:.3f}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,252 @@
+"""MaskGIT-style iterative decoding with classifier-free guidance (facts/method.md §2.1, §2.4).
+
+One loop serves every task. Image and audio tokens are laid out as one sequence of 256 + 265
+positions; each position is *known* (given, never changes), a *target* (to be generated) or
+neither (stays masked: never happens for the public tasks). Per step t = 0..T-1:
+
+1. logits for all target positions (codebook entries only), guided as c + w_t·(c - u), where u is
+   the same input with the condition modality fully masked (cond and uncond in one 2B forward);
+2. every still-unknown target is sampled from softmax(logits) (no temperature);
+3. confidence = log p(sampled) + tau·(1 - r)·Gumbel, r = (t+1)/T; known and revealed positions get
+   +inf, so they are never re-masked;
+4. mask_len = max(1, min(#unknown - 1, floor(N0·cos(pi/2·r)))) of the lowest-confidence unknowns
+   stay masked, the rest are revealed (N0 = number of targets of that sample).
+
+The last step's samples are returned (every target filled). Randomness comes only from the
+generator passed in, and is consumed identically whatever the guidance scale, so w = 0 gives the
+unguided sampler bit for bit (the uncond pass is skipped then).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+N_IMAGE = 256
+N_AUDIO = 265
+AUDIO_GRID = (5, 53)  # rows = mel bands (row 0 lowest), columns = time
+TASKS = ("image2audio", "audio2image", "joint", "inpaint")
+CFG_SCHEDULES = ("constant", "linear")
+
+# Mel / token timing (facts/tokenizers.md §3.2): crop column j is the STFT frame centred at
+# sample (j + 6)·256; a token column covers 848 / 53 = 16 mel columns.
+_SR = 22050
+_HOP = 256
+_CROP_START = 6
+_MEL_COLS = 848
+_CLIP_S = 10.0
+
+
+def mask_ratio(r: float) -> float:
+    """The cosine schedule: fraction of the N0 targets still masked after progress r in (0, 1]."""
+    return math.cos(math.pi / 2 * r)
+
+
+def guidance_scale(cfg: float, schedule: str, step: int, steps: int) -> float:
+    """w at step t: constant, or a linear ramp w·(t+1)/T (early tokens nearly unguided, Muse §2.7)."""
+    if schedule == "constant":
+        return float(cfg)
+    if schedule == "linear":
+        return float(cfg) * (step + 1) / steps
+    raise ValueError(f"unknown cfg schedule {schedule!r}; choose one of {CFG_SCHEDULES}")
+
+
+def seconds_to_audio_hole(start_s: float, end_s: float) -> torch.Tensor:
+    """The audio token positions (Bool[265], row-major over 5×53) to regenerate for a time range.
+
+    A token column is hit when the hole overlaps the time its 16 mel frames stand for (each frame
+    owns one hop around its centre; the first and last column also own the clip's edges); one
+    extra column on each side is added because the border tokens also encode what is outside.
+    """
+    if not (math.isfinite(start_s) and math.isfinite(end_s)):
+        raise ValueError("the hole's start and end must be finite numbers of seconds")
+    start_s, end_s = max(0.0, float(start_s)), min(_CLIP_S, float(end_s))
+    if end_s <= start_s:
+        raise ValueError(f"empty audio hole {start_s:g}-{end_s:g} s: the end must be after the start, within 0-10 s")
+    n_cols = AUDIO_GRID[1]
+    per_col = _MEL_COLS // n_cols
+    cols = torch.zeros(n_cols, dtype=torch.bool)
+    for w in range(n_cols):
+        first = (per_col * w + _CROP_START) * _HOP - _HOP / 2
+        last = (per_col * (w + 1) - 1 + _CROP_START) * _HOP + _HOP / 2
+        lo = 0.0 if w == 0 else first / _SR
+        hi = _CLIP_S if w == n_cols - 1 else last / _SR
+        if min(hi, end_s) > max(lo, start_s):
+            cols[w] = True
+    hit = cols.nonzero().flatten()
+    lo_col, hi_col = max(0, int(hit.min()) - 1), min(n_cols - 1, int(hit.max()) + 1)
+    cols[lo_col : hi_col + 1] = True
+    return cols.unsqueeze(0).expand(AUDIO_GRID[0], n_cols).reshape(-1).clone()
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _as_batch(x: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
+    if x is None:
+        return None
+    x = torch.as_tensor(x)
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.dim() != 2 or x.shape[1] != n:
+        raise ValueError(f"{name} must have shape [B, {n}] (or [{n}]), got {tuple(x.shape)}")
+    return x.long()
+
+
+def _draw_gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    # Clamped away from 0 and 1 so -log(-log u) stays finite.
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    u = u.clamp_(1e-20, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    task: str,
+    image_tokens: torch.Tensor | None = None,
+    audio_tokens: torch.Tensor | None = None,
+    steps: int = 30,
+    cfg: float = 3.0,
+    cfg_schedule: str = "constant",
+    choice_temperature: float = 4.5,
+    generator: torch.Generator | None = None,
+    audio_hole: torch.Tensor | None = None,
+    num_samples: int | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
+
+    task: "image2audio" (needs image_tokens), "audio2image" (needs audio_tokens), "joint" (needs
+    num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
+    and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
+    cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
+    the confidence. generator: a torch.Generator on the model's device (seeding). callback(t,
+    image_known, audio_known) sees the known masks after each step (progress, tests).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    device = _model_device(model)
+    img = _as_batch(image_tokens, N_IMAGE, "image_tokens")
+    aud = _as_batch(audio_tokens, N_AUDIO, "audio_tokens")
+
+    if task == "image2audio":
+        if img is None:
+            raise ValueError("image2audio needs image_tokens")
+        batch = img.shape[0]
+    elif task == "audio2image":
+        if aud is None:
+            raise ValueError("audio2image needs audio_tokens")
+        batch = aud.shape[0]
+    elif task == "joint":
+        batch = int(num_samples) if num_samples is not None else (
+            img.shape[0] if img is not None else aud.shape[0] if aud is not None else 1)
+    else:
+        if aud is None or img is None or audio_hole is None:
+            raise ValueError("inpaint needs audio_tokens, image_tokens (the guide) and audio_hole")
+        batch = aud.shape[0]
+    for name, x in (("image_tokens", img), ("audio_tokens", aud)):
+        if x is not None and x.shape[0] != batch:
+            raise ValueError(f"{name} has batch {x.shape[0]}, expected {batch}")
+
+    img = img.to(device) if img is not None else torch.zeros(batch, N_IMAGE, dtype=torch.long, device=device)
+    aud = aud.to(device) if aud is not None else torch.zeros(batch, N_AUDIO, dtype=torch.long, device=device)
+    ones_i = torch.ones(batch, N_IMAGE, dtype=torch.bool, device=device)
+    ones_a = torch.ones(batch, N_AUDIO, dtype=torch.bool, device=device)
+    # target = positions to generate; cond_modality = what the uncond pass masks out
+    if task == "image2audio":
+        target_i, target_a, cond_modality = ~ones_i, ones_a, "image"
+    elif task == "audio2image":
+        target_i, target_a, cond_modality = ones_i, ~ones_a, "audio"
+    elif task == "joint":
+        target_i, target_a, cond_modality = ones_i, ones_a, None
+    else:
+        hole = torch.as_tensor(audio_hole, dtype=torch.bool, device=device)
+        if hole.dim() == 1:
+            hole = hole.unsqueeze(0).expand(batch, -1)
+        if tuple(hole.shape) != (batch, N_AUDIO):
+            raise ValueError(f"audio_hole must have shape [{N_AUDIO}] or [{batch}, {N_AUDIO}], got {tuple(hole.shape)}")
+        target_i, target_a, cond_modality = ~ones_i, hole.clone(), "image"
+
+    tokens = torch.cat([img, aud], dim=1)  # [B, 521]
+    target = torch.cat([target_i, target_a], dim=1)
+    known = ~target  # given positions are known from the start; targets become known when revealed
+    n0 = target.sum(dim=1)  # per-sample N0
+    guided = cond_modality is not None and cfg != 0
+
+    sampled = tokens.clone()
+    for t in range(steps):
+        w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
+        logits_i, logits_a = _logits(model, tokens, known, cond_modality if w != 0 else None, w)
+
+        # 2-3: sample every position of the target modalities; known positions keep their id.
+        logp_parts, draw_parts = [], []
+        for logits, lo, hi in ((logits_i, 0, N_IMAGE), (logits_a, N_IMAGE, N_IMAGE + N_AUDIO)):
+            if logits is None:
+                continue
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            # Gumbel-max draws exactly from softmax(logits).
+            draw = (logp + _draw_gumbel(tuple(logp.shape), generator, device)).argmax(dim=-1)
+            logp_parts.append((lo, hi, logp.gather(-1, draw.unsqueeze(-1)).squeeze(-1)))
+            draw_parts.append((lo, hi, draw))
+        sel_logp = torch.full(tokens.shape, math.inf, device=device)
+        sampled = tokens.clone()
+        for lo, hi, draw in draw_parts:
+            sampled[:, lo:hi] = draw
+        for lo, hi, lp in logp_parts:
+            sel_logp[:, lo:hi] = lp
+        unknown = ~known
+        sampled = torch.where(unknown, sampled, tokens)
+
+        # 4-8: keep the mask_len least confident unknowns masked, reveal the rest.
+        r = (t + 1) / steps
+        n_unknown = unknown.sum(dim=1)
+        mask_len = torch.floor(n0.double() * mask_ratio(r)).long()
+        mask_len = torch.clamp(torch.minimum(n_unknown - 1, mask_len), min=1)
+        mask_len = torch.minimum(mask_len, n_unknown)  # a sample with nothing left to do stays as is
+        noise = _draw_gumbel(tuple(tokens.shape), generator, device)
+        conf = sel_logp + choice_temperature * (1.0 - r) * noise
+        conf = torch.where(unknown, conf, torch.full_like(conf, math.inf))
+        order = conf.argsort(dim=1, stable=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.shape[1], device=device).expand_as(order))
+        still_masked = rank < mask_len.unsqueeze(1)
+        known = ~still_masked & (known | unknown)
+        tokens = torch.where(still_masked, tokens, sampled)
+        if callback is not None:
+            callback(t, known[:, :N_IMAGE], known[:, N_IMAGE:])
+
+    return sampled[:, :N_IMAGE], sampled[:, N_IMAGE:]
+
+
+def _logits(
+    model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, uncond_modality: str | None, w: float
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Guided logits c + w·(c - u) for the target modalities (None for a modality not generated)."""
+    img, aud = tokens[:, :N_IMAGE], tokens[:, N_IMAGE:]
+    k_img, k_aud = known[:, :N_IMAGE], known[:, N_IMAGE:]
+    want_i, want_a = bool((~k_img).any()), bool((~k_aud).any())
+    if uncond_modality is None:
+        c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
+        return (c_i if want_i else None), (c_a if want_a else None)
+    u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
+    u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
+    both_i, both_a = model.forward_logits(
+        torch.cat([img, img]), torch.cat([aud, aud]), torch.cat([k_img, u_k_img]), torch.cat([k_aud, u_k_aud])
+    )
+    b = tokens.shape[0]
+    out = []
+    for both, want in ((both_i, want_i), (both_a, want_a)):
+        if not want:
+            out.append(None)
+            continue
+        c, u = both[:b].float(), both[b:].float()
+        out.append(c + w * (c - u))
+    return out[0], out[1]

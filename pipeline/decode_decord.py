@@ -1,0 +1,69 @@
+"""decord backend: frames via decord's VideoReader (resized by decord), audio via the PyAV path.
+
+decord picks frames by index; we map target times to indices with its per-frame timestamps, so
+the choice is still by timestamp (variable frame rate included). decord cannot open truncated
+files and bundles its own FFmpeg 4.1 (facts/pipeline.md §2.4).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from .decode import (
+    DecodedClip,
+    DecodeError,
+    center_crop,
+    error_text,
+    finish_clip,
+    pick_indices,
+    scaled_size,
+    target_times,
+)
+from .decode_pyav import decode_pyav
+
+
+def _probe(path: str) -> tuple[int, int, float, float]:
+    """(width, height, fps, duration) from the container header."""
+    try:
+        with av.open(path, metadata_errors="ignore") as c:
+            if not c.streams.video:
+                raise DecodeError("no video stream", stage="open", kind="no-video-stream")
+            vs = c.streams.video[0]
+            fps = float(vs.average_rate or vs.guessed_rate or 0)
+            return vs.width, vs.height, fps, (c.duration or 0) / 1e6
+    except (av.FFmpegError, OSError) as exc:
+        raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
+
+
+def decode_decord(path: str, start_s: float = 0.0, *, strict: bool = False, threads: int = 1) -> DecodedClip:
+    """See `avtok.pipeline.decode.decode`."""
+    import decord
+
+    width, height, fps, duration = _probe(path)
+    w, h = scaled_size(width, height)
+    try:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=threads)
+    except Exception as exc:  # decord raises DECORDError/RuntimeError for anything it cannot read
+        raise DecodeError(f"decord cannot open: {error_text(exc)}",
+                          stage="open", kind="open-failed") from exc
+    n = len(vr)
+    warnings: list[str] = []
+    frames: list[np.ndarray] = []
+    if n:
+        stamps = vr.get_frame_timestamp(np.arange(n))  # [n, 2]: start, end seconds
+        targets = [t for t in target_times(start_s) if t < stamps[-1, 1]]
+        if targets:
+            idx = pick_indices(stamps[:, 0], targets)
+            try:
+                batch = vr.get_batch(idx).asnumpy()
+            except Exception as exc:
+                raise DecodeError(f"decord failed to decode: {error_text(exc)}",
+                                  stage="video", kind="decode-failed") from exc
+            frames = [center_crop(f) for f in batch]
+    del vr
+    audio_clip = decode_pyav(path, start_s, video=False)
+    warnings += audio_clip.warnings
+    audio = audio_clip.audio
+    return finish_clip(frames, audio, strict=strict, warnings=warnings, fps=fps, duration=duration,
+                       frames_decoded=n, had_audio=audio_clip.had_audio, backend="decord")

@@ -1,0 +1,220 @@
+"""`avtok extract`: manifest → numbered shards → Ray tasks → `extracted/shard-{n:06d}.tar` (+ stats).
+
+Layout of the output folder:
+  shard-000000.tar, shard-000000.stats.json, ...   one per `shard_size` manifest rows
+  plan.json        what the shards were cut from (manifest fingerprint, shard size, options):
+                   a re-run with a different input or options into the same folder is refused
+  errors.parquet   video_id, path, stage, kind, message (rebuilt from every shard's stats each run)
+  index.json       counts, MEL_PARAMS, backend, shard list with sha256 (rebuilt each run)
+Every manifest row ends as a sample in its shard's tar or as an errors.parquet row. A shard that
+exhausted its retries has its rows listed with stage "shard" and is redone by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .extracted import FRAME_SIZE, MEL_PARAMS, MEL_SHAPE, N_FRAMES, ExtractedSample, sanitize_key, shard_name
+from .index import avtok_version, read_json, sha256_file, write_json
+from .manifest import ManifestRow, load_inputs
+from .runner import ProgressEvent, RunResult, ShardJob, run_shards
+
+ERROR_COLUMNS = ("video_id", "path", "stage", "kind", "message")
+
+
+def unique_keys(video_ids: list[str]) -> list[str]:
+    """Sanitised, unique tar keys in manifest order (a clash gets `_1`, `_2`, ...)."""
+    used: set[str] = set()
+    keys = []
+    for vid in video_ids:
+        base = sanitize_key(vid)
+        key, n = base, 0
+        while key in used:
+            n += 1
+            key = f"{base}_{n}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def plan_shards(rows: list[ManifestRow], out: Path, shard_size: int) -> list[ShardJob]:
+    """Cut the manifest into fixed shards of `shard_size` rows (the unit of work and of resumption)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be ≥ 1")
+    keys = unique_keys([r.video_id for r in rows])
+    jobs = []
+    for n, lo in enumerate(range(0, len(rows), shard_size)):
+        payload = [dict(key=k, video_id=r.video_id, path=r.path, start_s=r.start_s, label=r.label, split=r.split)
+                   for k, r in zip(keys[lo:lo + shard_size], rows[lo:lo + shard_size], strict=True)]
+        jobs.append(ShardJob(index=n, payload=payload, output=out / shard_name(n)))
+    return jobs
+
+
+def _error_row(row: dict, stage: str, kind: str, message: str) -> dict:
+    return dict(video_id=row["video_id"], path=row["path"], stage=stage, kind=kind, message=message)
+
+
+def extract_one(row: dict, backend: str = "pyav", strict: bool = False, keep_audio: bool = False) -> ExtractedSample:
+    """Decode one manifest row into a sample (raises DecodeError or another exception on failure)."""
+    from .decode import decode
+    from .mel import spec01
+
+    clip = decode(row["path"], row["start_s"], backend=backend, strict=strict)
+    mel = spec01(clip.audio)
+    meta = dict(video_id=row["video_id"], key=row["key"], label=row["label"], split=row["split"],
+                path=row["path"], start_s=row["start_s"], fps=round(clip.fps, 4), duration=round(clip.duration, 4),
+                frames_decoded=clip.frames_decoded, audio_samples=clip.audio_samples, had_audio=clip.had_audio,
+                warnings=clip.warnings, backend=backend)
+    return ExtractedSample(key=row["key"], frames=clip.frames, mel=mel.astype("float16"), meta=meta,
+                           audio=clip.audio if keep_audio else None)
+
+
+def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "pyav", strict: bool = False,
+                  keep_audio: bool = False) -> dict:
+    """Runner task: decode every row of one shard, write its tar atomically, return stats + error rows."""
+    import torch
+
+    from .decode import DecodeError
+    from .extracted import write_extracted_shard
+
+    torch.set_num_threads(1)  # one core per task; the runner parallelises over shards
+    errors: list[dict] = []
+    warned = 0
+
+    def samples():
+        nonlocal warned
+        for row in job.payload:
+            try:
+                sample = extract_one(row, backend=backend, strict=strict, keep_audio=keep_audio)
+            except DecodeError as exc:
+                errors.append(_error_row(row, exc.stage, exc.kind, str(exc)))
+                report(rows=1, errors=1)
+                continue
+            except Exception as exc:  # an unexpected decoder failure is still one video's error
+                errors.append(_error_row(row, "decode", type(exc).__name__, f"{type(exc).__name__}: {exc}"))
+                report(rows=1, errors=1)
+                continue
+            warned += bool(sample.meta["warnings"])
+            report(rows=1)
+            yield sample
+
+    n = write_extracted_shard(job.output, samples())
+    return dict(rows=len(job.payload), samples=n, errors=len(errors), warned=warned,
+                sha256=sha256_file(job.output), error_rows=errors)
+
+
+@dataclass
+class ExtractSummary:
+    videos: int = 0
+    samples: int = 0
+    errors: int = 0
+    warned: int = 0
+    shards: int = 0
+    shards_run: int = 0
+    shards_skipped: int = 0
+    shards_failed: list[tuple[int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    ray_start_s: float = 0.0
+    out: str = ""
+
+    def line(self) -> str:
+        failed = f", {len(self.shards_failed)} shard(s) FAILED (re-run to retry)" if self.shards_failed else ""
+        rate = self.videos / self.seconds if self.seconds > 0 and self.shards_run else 0.0
+        return (f"extracted {self.samples}/{self.videos} videos ({self.errors} errors, {self.warned} with warnings) "
+                f"into {self.shards} shards [{self.shards_run} run, {self.shards_skipped} already done{failed}] "
+                f"in {self.seconds:.1f} s ({rate:.1f} clips/s, Ray start {self.ray_start_s:.1f} s) → {self.out}")
+
+
+def _plan_record(rows: list[ManifestRow], shard_size: int, backend: str, strict: bool, keep_audio: bool) -> dict:
+    h = hashlib.sha256(json.dumps([[r.video_id, r.path, r.start_s, r.label, r.split] for r in rows]).encode())
+    return dict(manifest_sha256=h.hexdigest(), videos=len(rows), shard_size=shard_size, backend=backend,
+                strict=strict, keep_audio=keep_audio, mel_params=MEL_PARAMS)
+
+
+def write_errors(path: Path, errors: list[dict]) -> None:
+    """errors.parquet with ERROR_COLUMNS (written even when empty, so its absence means 'not run')."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .index import atomic_write_bytes
+
+    table = pa.table({c: pa.array([e[c] for e in errors], pa.string()) for c in ERROR_COLUMNS})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.PathLike, *, shard_size: int = 1000,
+                backend: str = "pyav", workers: int | None = None, address: str | None = None,
+                keep_audio: bool = False, strict: bool = False, max_retries: int = 2,
+                progress: Callable[[ProgressEvent], None] | None = None, in_process: bool = False,
+                on_plan: Callable[[int, int], None] | None = None) -> ExtractSummary:
+    """Extract every video of `videos` (folder, glob, manifest file or rows) into `out`; resumable.
+
+    `on_plan(total_videos, total_shards)` is called once the shards are cut (to size a progress bar).
+    """
+    from .decode import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    t0 = time.perf_counter()
+    rows = videos if isinstance(videos, list) else load_inputs(videos)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _plan_record(rows, shard_size, backend, strict, keep_audio)
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        old = read_json(plan_path)
+        if old != json.loads(json.dumps(plan)):
+            diff = [k for k in plan if old.get(k) != json.loads(json.dumps(plan[k]))]
+            raise ValueError(f"{out} already holds an extraction with different {', '.join(diff)}; "
+                             "use another --out (or delete it) to start over")
+    else:
+        write_json(plan_path, plan)
+    for stale in out.glob(".shard-*.tmp"):  # left by a killed run; the shard is redone below
+        stale.unlink(missing_ok=True)
+    jobs = plan_shards(rows, out, shard_size)
+    if on_plan:
+        on_plan(len(rows), len(jobs))
+    result: RunResult = run_shards(
+        jobs, fn=process_shard, fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
+        workers=workers, address=address, num_cpus=1, max_retries=max_retries, progress=progress,
+        in_process=in_process)
+
+    stats = result.all_stats
+    errors = [e for s in stats for e in s["error_rows"]]
+    failed_ids = {i for i, _ in result.failed}
+    for job in jobs:
+        if job.index in failed_ids:
+            msg = dict(result.failed)[job.index]
+            errors += [_error_row(r, "shard", "shard-failed", msg) for r in job.payload]
+    write_errors(out / "errors.parquet", errors)
+    summary = ExtractSummary(
+        videos=len(rows), samples=sum(s["samples"] for s in stats), errors=len(errors),
+        warned=sum(s["warned"] for s in stats), shards=len(jobs), shards_run=len(result.done),
+        shards_skipped=len(result.skipped), shards_failed=result.failed, ray_start_s=result.ray_start_s,
+        seconds=time.perf_counter() - t0, out=str(out))
+    write_json(out / "index.json", _index_record(plan, stats, summary))
+    return summary
+
+
+def _index_record(plan: dict, stats: list[dict], summary: ExtractSummary) -> dict[str, Any]:
+    return dict(
+        kind="avtok-extracted", avtok_version=avtok_version(), format="webdataset-tar",
+        mel_params=MEL_PARAMS, mel_shape=list(MEL_SHAPE), n_frames=N_FRAMES, frame_size=FRAME_SIZE,
+        backend=plan["backend"], keep_audio=plan["keep_audio"], strict=plan["strict"],
+        shard_size=plan["shard_size"], manifest_sha256=plan["manifest_sha256"],
+        counts=dict(videos=summary.videos, samples=summary.samples, errors=summary.errors, warned=summary.warned,
+                    shards=summary.shards, shards_complete=len(stats), shards_failed=len(summary.shards_failed)),
+        complete=len(stats) == summary.shards,
+        shards=[dict(name=s["output"], samples=s["samples"], errors=s["errors"], sha256=s["sha256"]) for s in stats],
+    )

@@ -1,0 +1,267 @@
+"""A small, learnable audio-visual data set made on the spot, and an analytic oracle that scores audio.
+
+K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
+
+* pitch index p ∈ 0..3 → a pure tone of 300, 640, 1370 or 2930 Hz (about an octave apart, so they land
+  in clearly different mel bins / token rows of the 5×53 audio grid);
+* rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, random phase): ten onsets vs one;
+* the picture is a square of the class's own colour on a noisy grey background, solid for a steady tone
+  and striped for a pulsed one, at a random position and size.
+
+Each clip draws a random loudness, pitch jitter (±2 %), pulse phase, noise level, background level and
+motif geometry, so no two clips are identical. Videos are made by one ffmpeg process per clip: lavfi
+`color` + `noise` + `drawbox` for the picture (256×256, 5 fps, H.264) and the numpy-synthesised sound
+piped in as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class
+whose pitch band holds the most spectral energy (FFT), and the onset count of that band's envelope.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .ffmpeg import ffmpeg_exe
+from .index import atomic_write_bytes
+
+SAMPLE_RATE = 22050
+DURATION_S = 10.0
+SIZE = 256
+FPS = 5
+PITCHES_HZ = (300.0, 640.0, 1370.0, 2930.0)
+RHYTHMS = ("steady", "pulse")
+PULSE_HZ = 1.0  # one 0.5 s beep per second
+PULSE_THRESHOLD = 4  # onsets: steady gives 1, pulse gives ~10
+COLOURS = ("e02828", "f08c00", "e8e020", "28c03c", "20d0d0", "2850f0", "9040e0", "f040b0")
+COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta")
+MANIFEST_COLUMNS = ("video_id", "path", "start_s", "label", "split")
+
+
+@dataclass(frozen=True)
+class SynthClass:
+    """One class of the synthetic set."""
+
+    index: int
+    name: str
+    colour: str  # hex rrggbb
+    motif: str  # "solid" | "striped"
+    pitch_hz: float
+    rhythm: str  # "steady" | "pulse"
+
+
+def _make_classes() -> tuple[SynthClass, ...]:
+    out = []
+    for k in range(8):
+        p, r = divmod(k, 2)
+        motif = "solid" if r == 0 else "striped"
+        name = f"{COLOUR_NAMES[k]}-{motif}-{int(PITCHES_HZ[p])}hz-{RHYTHMS[r]}"
+        out.append(SynthClass(k, name, COLOURS[k], motif, PITCHES_HZ[p], RHYTHMS[r]))
+    return tuple(out)
+
+
+CLASSES: tuple[SynthClass, ...] = _make_classes()
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
+NUM_CLASSES = len(CLASSES)
+
+
+def class_index(label: str) -> int:
+    """Class index of a manifest/shard label (the class name)."""
+    try:
+        return CLASS_NAMES.index(label)
+    except ValueError:
+        raise ValueError(f"{label!r} is not a synthetic class; known: {', '.join(CLASS_NAMES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------- audio
+def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
+                duration_s: float = DURATION_S, noise: bool = True) -> np.ndarray:
+    """The sound of class `k`: float32 mono [sr·duration]; random loudness, jitter, phase and noise."""
+    cls = CLASSES[k]
+    n = int(round(sr * duration_s))
+    t = np.arange(n) / sr
+    f = cls.pitch_hz * rng.uniform(0.98, 1.02)
+    amp = rng.uniform(0.15, 0.5)
+    wave = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    if cls.rhythm == "pulse":
+        phase = rng.uniform(0, 1 / PULSE_HZ)
+        pos = ((t + phase) * PULSE_HZ) % 1.0  # position inside the beat, 0..1
+        gate = (pos < 0.5).astype(np.float64)
+        # 10 ms raised-cosine edges: clean onsets without clicks spreading over the whole spectrum
+        ramp = int(0.01 * sr)
+        kernel = np.hanning(2 * ramp + 1)
+        gate = np.convolve(gate, kernel / kernel.sum(), mode="same")
+        wave = wave * gate
+    if noise:
+        wave = wave + amp * rng.uniform(0.03, 0.25) * rng.standard_normal(n)
+    return wave.astype(np.float32)
+
+
+def _band_mask(freqs: np.ndarray, centre: float, rel: float = 0.15) -> np.ndarray:
+    return (freqs >= centre * (1 - rel)) & (freqs <= centre * (1 + rel))
+
+
+def audio_features(wave: np.ndarray, sr: int) -> dict[str, float]:
+    """The oracle's measurements: energy per class pitch band, peak frequency, onsets in the chosen band."""
+    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
+    wave = wave - wave.mean()
+    if wave.size < 2048 or not np.any(wave):
+        return {"pitch_index": 0, "peak_hz": 0.0, "onsets": 0, "band_energy": [0.0] * len(PITCHES_HZ)}
+    spec = np.abs(np.fft.rfft(wave * np.hanning(wave.size))) ** 2
+    freqs = np.fft.rfftfreq(wave.size, 1 / sr)
+    # Energy in ±15 % around each candidate pitch: robust to the mel/Griffin-Lim smearing of a tone.
+    band = [float(spec[_band_mask(freqs, p)].sum()) for p in PITCHES_HZ]
+    p_idx = int(np.argmax(band))
+    in_range = (freqs >= 150) & (freqs <= 5000)
+    peak_hz = float(freqs[in_range][np.argmax(spec[in_range])])
+    return {"pitch_index": p_idx, "peak_hz": peak_hz, "onsets": count_onsets(wave, sr, PITCHES_HZ[p_idx]),
+            "band_energy": band}
+
+
+def count_onsets(wave: np.ndarray, sr: int, centre_hz: float) -> int:
+    """Onsets of the energy envelope in ±15 % around `centre_hz` (hysteresis on the dB envelope)."""
+    n_fft, hop = 1024, 256
+    n_frames = 1 + (wave.size - n_fft) // hop
+    if n_frames < 4:
+        return 0
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
+    frames = wave[idx] * np.hanning(n_fft)[None, :]
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    env = power[:, _band_mask(freqs, centre_hz)].sum(axis=1)
+    env_db = 10 * np.log10(env + 1e-12)
+    # ~50 ms moving average: ignore single-frame flicker of a reconstructed (Griffin-Lim) signal
+    k = 5
+    env_db = np.convolve(np.pad(env_db, (k // 2, k // 2), mode="edge"), np.ones(k) / k, mode="valid")
+    top = np.percentile(env_db, 95)
+    hi, lo = top - 6.0, top - 12.0
+    onsets, state = 0, False
+    for v in env_db:
+        if not state and v > hi:
+            state, onsets = True, onsets + 1
+        elif state and v < lo:
+            state = False
+    return onsets
+
+
+def classify_audio(wave: np.ndarray, sr: int) -> int:
+    """The oracle: class index of a waveform (pitch band with most energy × steady/pulsed by onsets)."""
+    feats = audio_features(wave, sr)
+    rhythm = 1 if feats["onsets"] >= PULSE_THRESHOLD else 0
+    return 2 * int(feats["pitch_index"]) + rhythm
+
+
+# ---------------------------------------------------------------------------------------------- video
+def _video_filter(k: int, rng: np.random.Generator) -> str:
+    """The lavfi graph of one clip's picture: noisy grey background + the class motif."""
+    cls = CLASSES[k]
+    bg = int(rng.integers(40, 110))
+    noise = int(rng.integers(8, 30))
+    side = int(rng.integers(70, 150))
+    x = int(rng.integers(0, SIZE - side))
+    y = int(rng.integers(0, SIZE - side))
+    parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}",
+             f"noise=alls={noise}:allf=t+u", "format=yuv420p"]
+    col = f"0x{cls.colour}"
+    if cls.motif == "solid":
+        parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=fill")
+    else:
+        # five horizontal stripes inside the square: stripes on the odd fifths
+        stripe = side // 5
+        parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=3")
+        for j in (0, 2, 4):
+            parts.append(f"drawbox=x={x}:y={y + j * stripe}:w={side}:h={stripe}:color={col}:t=fill")
+    return ",".join(parts)
+
+
+def make_clip(path: str | os.PathLike, k: int, seed: int) -> None:
+    """Write one 10 s clip of class `k` (mp4: H.264 256×256 5 fps + AAC 22050 Hz mono), atomically."""
+    rng = np.random.default_rng(seed)
+    audio = synth_audio(k, rng)
+    vf = _video_filter(k, rng)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-threads", "1",
+           "-f", "lavfi", "-i", vf,
+           "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
+           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28",
+           "-c:a", "aac", "-b:a", "96k", "-t", f"{DURATION_S:g}", "-shortest", str(tmp)]
+    try:
+        proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed for {path.name}: {proc.stderr.decode(errors='replace')[-500:]}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per_class: int = 5,
+                 seed: int = 0, workers: int = 2,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Make the synthetic set under `out_dir/videos/` and its manifest `out_dir/manifest.csv`.
+
+    Clips that already exist are kept (a re-run only makes what is missing). The last `test_per_class`
+    clips of each class are the test split. Returns the manifest path.
+    """
+    out = Path(out_dir)
+    vids = out / "videos"
+    vids.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, float, str, str]] = []
+    jobs: list[tuple[Path, int, int]] = []
+    for cls in CLASSES:
+        for i in range(clips_per_class):
+            vid = f"synth-{cls.index}-{i:03d}"
+            path = vids / f"{vid}.mp4"
+            split = "test" if i >= clips_per_class - test_per_class else "train"
+            rows.append((vid, str(path.resolve()), 0.0, cls.name, split))
+            if not path.is_file():
+                # seed per clip: the same clip comes out whatever else is made or skipped
+                jobs.append((path, cls.index, int(np.random.SeedSequence([seed, cls.index, i]).generate_state(1)[0])))
+    done = 0
+    total = len(jobs)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(lambda j: make_clip(*j), jobs):
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    manifest = out / "manifest.csv"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(rows)
+    atomic_write_bytes(manifest, buf.getvalue().encode())
+    return manifest
+
+
+def read_manifest_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a synthetic manifest as dicts (plain csv; `pipeline/manifest.py` reads it too)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def oracle_scores(waves: list[np.ndarray], sr: int, labels: list[str]) -> dict:
+    """Oracle accuracy of `waves` against their class `labels`: overall, per class, and the confusion matrix."""
+    truth = [class_index(lab) for lab in labels]
+    pred = [classify_audio(w, sr) for w in waves]
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
+    for t, p in zip(truth, pred, strict=True):
+        confusion[t, p] += 1
+    per_class = {CLASS_NAMES[k]: (float(confusion[k, k] / confusion[k].sum()) if confusion[k].sum() else None)
+                 for k in range(NUM_CLASSES)}
+    n = len(truth)
+    return {"accuracy": float(np.trace(confusion) / n) if n else 0.0, "n": n, "chance": 1.0 / NUM_CLASSES,
+            "pitch_accuracy": float(np.mean([t // 2 == p // 2 for t, p in zip(truth, pred, strict=True)])) if n else 0.0,
+            "rhythm_accuracy": float(np.mean([t % 2 == p % 2 for t, p in zip(truth, pred, strict=True)])) if n else 0.0,
+            "per_class": per_class, "confusion": confusion.tolist(), "predictions": pred}
+
+
+def is_synthetic_labels(labels: list[str]) -> bool:
+    """True when every label is a synthetic class name (the oracle applies)."""
+    return bool(labels) and all(lab in CLASS_NAMES for lab in labels)

@@ -1,0 +1,117 @@
+"""decode(): frames chosen by timestamp, resize/crop, audio rate/downmix, padding, errors — every backend."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from media import make_clip, make_junk, make_seconds_clip, second_of_frame, truncate
+
+from avtok.pipeline.decode import DecodeError, decode, pick_indices, scaled_size
+from avtok.pipeline.ffmpeg import ffmpeg_exe
+
+BACKENDS = ["pyav", "decord", "ffmpeg"]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("decode_media")
+    return dict(
+        cfr=make_seconds_clip(d / "seconds.mp4", duration=12, fps=25),
+        vfr=make_seconds_clip(d / "seconds_vfr.mp4", duration=12, fps=30, vfr=True),
+        gop=make_seconds_clip(d / "seconds_gop.mkv", duration=12, fps=24, gop=48),
+        short=make_clip(d / "short.mp4", duration=4, size=(320, 240)),
+        noaudio=make_clip(d / "noaudio.mp4", audio=None, size=(320, 240)),
+        stereo=make_clip(d / "stereo.mp4", audio="noise", channels=2, audio_rate=48000, size=(320, 180)),
+        portrait=make_clip(d / "portrait.webm", size=(240, 320), vcodec="libvpx", acodec="libvorbis"),
+        junk=make_junk(d / "junk.mp4"),
+        truncated=truncate(make_clip(d / "t.mp4", size=(320, 240)), 0.5, d / "truncated_moovend.mp4"),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clip", ["cfr", "vfr", "gop"])
+def test_frame_i_is_second_i_plus_half(media, backend, clip):
+    out = decode(media[clip], 0.0, backend=backend)
+    assert out.frames.shape == (10, 256, 256, 3) and out.frames.dtype == np.uint8
+    assert [second_of_frame(f) for f in out.frames] == list(range(10))
+    assert out.warnings == [] and out.backend == backend
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clip", ["cfr", "vfr"])
+def test_start_offset(media, backend, clip):
+    # frame i is shown at start + i + 0.5: start 0.6 → second i+1 (i+1.1), start 0.4 → second i (i+0.9)
+    assert [second_of_frame(f) for f in decode(media[clip], 0.6, backend=backend).frames] == list(range(1, 11))
+    assert [second_of_frame(f) for f in decode(media[clip], 0.4, backend=backend).frames] == list(range(10))
+    out = decode(media[clip], 2.0, backend=backend)
+    assert [second_of_frame(f) for f in out.frames] == list(range(2, 12))
+    assert out.audio_samples == 220500 and out.warnings == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_short_clip_padded_or_strict(media, backend):
+    out = decode(media["short"], backend=backend)
+    assert out.frames.shape == (10, 256, 256, 3)
+    assert np.array_equal(out.frames[4], out.frames[9])  # last real frame repeated
+    assert not np.array_equal(out.frames[0], out.frames[3])  # testsrc2 moves
+    assert abs(out.audio_samples - 4 * 22050) < 1200
+    assert out.audio.shape == (220500,) and out.audio.dtype == np.float32
+    assert np.all(out.audio[out.audio_samples:] == 0)
+    assert any("repeated the last frame" in w for w in out.warnings)
+    assert any("zero-padded" in w for w in out.warnings)
+    with pytest.raises(DecodeError) as exc:
+        decode(media["short"], backend=backend, strict=True)
+    assert exc.value.kind == "short-video" and exc.value.stage == "strict"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_audio_is_silence(media, backend):
+    out = decode(media["noaudio"], backend=backend)
+    assert not out.had_audio and out.audio_samples == 0
+    assert np.all(out.audio == 0) and out.audio.shape == (220500,)
+    assert out.warnings == ["no audio stream: silence"]
+    with pytest.raises(DecodeError, match="no audio stream"):
+        decode(media["noaudio"], backend=backend, strict=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unreadable_files_are_decode_errors(media, backend):
+    for name in ("junk", "truncated"):
+        with pytest.raises(DecodeError) as exc:
+            decode(media[name], backend=backend)
+        assert exc.value.stage == "open"
+        assert "Invalid data" in str(exc.value)
+
+
+def test_downmix_matches_ffmpeg_ac1(media):
+    """pyav audio = `ffmpeg -ac 1 -ar 22050` (swr downmix, not a channel mean)."""
+    cmd = [ffmpeg_exe(), "-v", "error", "-i", str(media["stereo"]), "-vn", "-ac", "1", "-ar", "22050",
+           "-f", "f32le", "pipe:"]
+    ref = np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, "<f4")[:220500]
+    out = decode(media["stereo"]).audio
+    assert out.shape == (220500,) and ref.shape == (220500,)
+    assert np.abs(out - ref).max() < 0.02
+    rms = float(np.sqrt(np.mean(out**2)))
+    assert abs(rms / float(np.sqrt(np.mean(ref**2))) - 1) < 0.01
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_portrait_resize_and_center_crop(media, backend):
+    # 240x320 portrait: width → 256, height → 341, then the centre 256 rows
+    assert scaled_size(240, 320) == (256, 341) and scaled_size(640, 360) == (455, 256)
+    out = decode(media["portrait"], backend=backend)
+    ref = decode(media["portrait"], backend="pyav")
+    assert out.frames.shape == (10, 256, 256, 3)
+    assert np.abs(out.frames.astype(int) - ref.frames).mean() < 6  # same frames, decoder/scaler noise only
+
+
+def test_pick_indices():
+    times = [0.0, 0.4, 0.5, 1.7]
+    assert pick_indices(times, [0.5, 1.0, 1.7, 5.0, -1.0]) == [2, 2, 3, 3, 0]
+
+
+def test_unknown_backend(media):
+    with pytest.raises(ValueError, match="unknown backend"):
+        decode(media["cfr"], backend="nope")
