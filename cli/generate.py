@@ -47,10 +47,12 @@ def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, step
     from avtok.pipeline.media_io import run_generate
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc=task, unit="step", leave=False)
+    bars: list[tqdm] = []  # made on the first step, so a failure before sampling prints only its error
 
     def progress(step: int, total: int) -> None:
-        bar.update(step - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, desc=task, unit="step", leave=False))
+        bars[0].update(step - bars[0].n)
 
     try:
         written = run_generate(task, checkpoint, image=image, audio=audio, hole=hole, out=out,
@@ -58,9 +60,10 @@ def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, step
                                temperature=temperature, device=device, vocoder=vocoder,
                                image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, progress=progress)
     except (ValueError, OSError) as e:
-        bar.close()
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(f"{task}: {num_samples} sample(s), {steps} steps, cfg {cfg:g} ({cfg_schedule}), seed {seed} -> "
                + ", ".join(str(p) for p in written))

@@ -77,7 +77,7 @@ def _load_recorded_tokenizer(record: dict[str, Any], modality: str, override: st
         raise GenerateError(f"{modality} tokenizer {str(path)!r} ({where}) not found; pass {flag} FILE")
     try:
         tok = load_tokenizer(path, record["kind"], modality=record.get("modality", modality))
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - safetensors, pickle, shape errors: all "not that tokenizer"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GenerateError(f"{path}: cannot load as a {record.get('kind')} {modality} tokenizer ({msg})") from e
     if tok.fingerprint != record.get("fingerprint"):
@@ -91,7 +91,12 @@ def load_bundle(checkpoint: str | os.PathLike, image_tokenizer: str | os.PathLik
                 audio_tokenizer: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                 use_ema: bool = True) -> Bundle:
     """Load a checkpoint (CheckpointError if it is not one) and its tokenizers (GenerateError on mismatch)."""
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise GenerateError(f"bad device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenerateError(f"device {device} asked for, but torch sees no CUDA GPU here")
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     records = ckpt.get("tokenizers") or {}
     if "image" not in records or "audio" not in records:

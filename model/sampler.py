@@ -1,8 +1,8 @@
 """MaskGIT-style iterative decoding with classifier-free guidance (facts/method.md §2.1, §2.4).
 
 One loop serves every task. Image and audio tokens are laid out as one sequence of 256 + 265
-positions; each position is *known* (given, never changes), a *target* (to be generated) or
-neither (stays masked: never happens for the public tasks). Per step t = 0..T-1:
+positions; each position is *known* (given, never changes) or a *target* (to be generated; it
+becomes known once revealed). Per step t = 0..T-1:
 
 1. logits for all target positions (codebook entries only), guided as c + w_t·(c - u), where u is
    the same input with the condition modality fully masked (cond and uncond in one 2B forward);
@@ -178,7 +178,7 @@ def sample(
     tokens = torch.cat([img, aud], dim=1)  # [B, 521]
     target = torch.cat([target_i, target_a], dim=1)
     known = ~target  # given positions are known from the start; targets become known when revealed
-    n0 = target.sum(dim=1)  # per-sample N0
+    n0_cpu = target.sum(dim=1).cpu().double()  # per-sample N0
     guided = cond_modality is not None and cfg != 0
 
     sampled = tokens.clone()
@@ -208,7 +208,8 @@ def sample(
         # 4-8: keep the mask_len least confident unknowns masked, reveal the rest.
         r = (t + 1) / steps
         n_unknown = unknown.sum(dim=1)
-        mask_len = torch.floor(n0.double() * mask_ratio(r)).long()
+        # in float64 on the CPU (MPS has no float64), as the reference computes it in Python
+        mask_len = torch.floor(n0_cpu * mask_ratio(r)).long().to(device)
         mask_len = torch.clamp(torch.minimum(n_unknown - 1, mask_len), min=1)
         mask_len = torch.minimum(mask_len, n_unknown)  # a sample with nothing left to do stays as is
         noise = _draw_gumbel(tuple(tokens.shape), generator, device)
@@ -218,7 +219,7 @@ def sample(
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(order.shape[1], device=device).expand_as(order))
         still_masked = rank < mask_len.unsqueeze(1)
-        known = ~still_masked & (known | unknown)
+        known = ~still_masked
         tokens = torch.where(still_masked, tokens, sampled)
         if callback is not None:
             callback(t, known[:, :N_IMAGE], known[:, N_IMAGE:])

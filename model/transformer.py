@@ -93,7 +93,7 @@ def sample_masks(ratios: Tensor, n: int, n_drop: int, drop_rule: str,
     noise = torch.rand(bsz, n, generator=generator, device=ratios.device)
     order = noise.argsort(dim=1)
     rank = order.argsort(dim=1)
-    n_mask = torch.ceil(ratios.double() * n).long().clamp(1, n)
+    n_mask = torch.ceil(ratios.double() * n - 1e-6).long().clamp(1, n)  # 1e-6: 0.2f·265 is 53, not 54
     if drop_rule == "clamp":  # drop masked tokens only (variable length, needs a host sync)
         n_drop = min(n_drop, int(n_mask.min()))
     masked = rank < n_mask[:, None]

@@ -5,12 +5,15 @@ MelGAN (facts/tokenizers.md §4.1): Generator(80, ngf=32, n_residual_layers=3), 
 [0, 1] directly; T mel frames -> T·256 samples at 22050 Hz. The published `best_netG.pt` is a plain
 state dict and loads strictly.
 
+HiFi-GAN V1 (facts §4.2) loads too (234 keys); spec01 is converted to its natural-log mel first.
+
 Griffin-Lim (facts §3.3): spec01 -> dB -> mel magnitude -> non-negative least-squares inverse of the
 Slaney mel basis -> STFT magnitude -> 32 fast Griffin-Lim iterations with torch.stft/istft.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -111,24 +114,84 @@ class MelGANGenerator(nn.Module):
         return self.model(spec01).squeeze(1)
 
 
-def load_melgan(path: str | os.PathLike, device: str | torch.device = "cpu") -> MelGANGenerator:
-    """Load a MelGAN generator state dict (plain, as `best_netG.pt`) strictly, weights only."""
+class HiFiResBlock1(nn.Module):
+    """HiFi-GAN ResBlock1: three (dilated conv, conv) pairs, each a residual, LeakyReLU 0.1 before each conv."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...] = (1, 3, 5)) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList(WNConv1d(channels, channels, kernel, dilation=d, padding=(kernel * d - d) // 2)
+                                    for d in dilations)
+        self.convs2 = nn.ModuleList(WNConv1d(channels, channels, kernel, padding=(kernel - 1) // 2)
+                                    for _ in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for c1, c2 in zip(self.convs1, self.convs2, strict=True):
+            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, 0.1)), 0.1))
+        return x
+
+
+class HiFiGANGenerator(nn.Module):
+    """HiFi-GAN V1 (facts/tokenizers.md §4.2): 234 keys, 13,936,130 parameters; input natural-log mel."""
+
+    RATES, KERNELS, RES_KERNELS = (8, 8, 2, 2), (16, 16, 4, 4), (3, 7, 11)
+
+    def __init__(self, n_mels: int = N_MELS, channels: int = 512) -> None:
+        super().__init__()
+        self.conv_pre = WNConv1d(n_mels, channels, 7, padding=3)
+        self.ups = nn.ModuleList(
+            WNConvTranspose1d(channels // 2**i, channels // 2 ** (i + 1), k, stride=u, padding=(k - u) // 2,
+                              output_padding=0)
+            for i, (u, k) in enumerate(zip(self.RATES, self.KERNELS, strict=True)))
+        self.resblocks = nn.ModuleList(HiFiResBlock1(channels // 2 ** (i + 1), k)
+                                       for i in range(len(self.RATES)) for k in self.RES_KERNELS)
+        self.conv_post = WNConv1d(channels // 2 ** len(self.RATES), 1, 7, padding=3)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """log mel [B, 80, T] -> waveform [B, T·256]."""
+        x = self.conv_pre(log_mel)
+        n = len(self.RES_KERNELS)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, 0.1))
+            x = sum(self.resblocks[i * n + j](x) for j in range(n)) / n
+        return torch.tanh(self.conv_post(F.leaky_relu(x))).squeeze(1)  # torch's default slope 0.01 here
+
+
+def _read_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise VocoderError(f"{path}: not a readable torch state dict ({type(e).__name__})") from e
-    if isinstance(state, dict) and "generator" in state and "model.1.weight_v" not in state:
-        raise VocoderError(f"{path}: looks like a HiFi-GAN checkpoint; only SpecVQGAN's MelGAN (spec01 input) "
-                           "is supported")
-    if not isinstance(state, dict) or "model.1.weight_v" not in state:
-        raise VocoderError(f"{path}: not a MelGAN generator state dict (no 'model.1.weight_v')")
-    gen = MelGANGenerator()
+    if not isinstance(state, dict):
+        raise VocoderError(f"{path}: not a vocoder state dict")
+    return state
+
+
+def _load_strict(gen: nn.Module, state: dict, path: str | os.PathLike, name: str) -> nn.Module:
     try:
         gen.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise VocoderError(f"{path}: MelGAN state dict does not match the SpecVQGAN layout: "
-                           f"{str(e).splitlines()[0]}") from e
-    return gen.eval().to(device)
+        raise VocoderError(f"{path}: {name} state dict does not match the published layout: "
+                           f"{str(e).strip().splitlines()[0]}") from e
+    return gen.eval()
+
+
+def load_melgan(path: str | os.PathLike, device: str | torch.device = "cpu") -> MelGANGenerator:
+    """Load a MelGAN generator state dict (plain, as `best_netG.pt`) strictly, weights only."""
+    state = _read_state(path)
+    if "generator" in state and "model.1.weight_v" not in state:
+        raise VocoderError(f"{path}: looks like a HiFi-GAN checkpoint, not SpecVQGAN's MelGAN")
+    if "model.1.weight_v" not in state:
+        raise VocoderError(f"{path}: not a MelGAN generator state dict (no 'model.1.weight_v')")
+    return _load_strict(MelGANGenerator(), state, path, "MelGAN").to(device)
+
+
+def load_hifigan(path: str | os.PathLike, device: str | torch.device = "cpu") -> HiFiGANGenerator:
+    """Load a HiFi-GAN V1 generator (`{"generator": state_dict}` as `generator_v1`, or a bare state dict)."""
+    state = _read_state(path)
+    state = state.get("generator", state)
+    if not isinstance(state, dict) or "conv_pre.weight_v" not in state:
+        raise VocoderError(f"{path}: not a HiFi-GAN generator (no 'conv_pre.weight_v')")
+    return _load_strict(HiFiGANGenerator(), state, path, "HiFi-GAN V1").to(device)
 
 
 def spec01_to_mel(spec01: torch.Tensor) -> torch.Tensor:
@@ -136,10 +199,19 @@ def spec01_to_mel(spec01: torch.Tensor) -> torch.Tensor:
     return torch.pow(10.0, (spec01 * 100.0 - 80.0) / 20.0)
 
 
+@functools.cache
 def _mel_basis() -> np.ndarray:
     import librosa
 
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+
+
+@functools.cache
+def _nnls_parts() -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(basis, its pseudo-inverse, 1/Lipschitz step) on the CPU, computed once."""
+    basis = torch.from_numpy(_mel_basis()).float()
+    step = 1.0 / float(torch.linalg.matrix_norm(basis.T @ basis, ord=2))
+    return basis, torch.linalg.pinv(basis), step
 
 
 def mel_to_stft_magnitude(mel: torch.Tensor, iters: int = 100) -> torch.Tensor:
@@ -149,10 +221,10 @@ def mel_to_stft_magnitude(mel: torch.Tensor, iters: int = 100) -> torch.Tensor:
     residual is about 5× smaller than librosa's answer, in a fraction of its time.
     [B, 80, T] -> [B, 513, T].
     """
-    basis = torch.from_numpy(_mel_basis()).to(mel.device, torch.float32)
+    basis, pinv, step = _nnls_parts()
+    basis, pinv = basis.to(mel.device), pinv.to(mel.device)
     m = mel.to(torch.float32)
-    x = (torch.linalg.pinv(basis) @ m).clamp_(min=0)
-    step = 1.0 / torch.linalg.matrix_norm(basis.T @ basis, ord=2)
+    x = (pinv @ m).clamp_(min=0)
     for _ in range(iters):
         # basis.T @ (basis @ x - m) is three times cheaper than forming the 513×513 Gram matrix
         x = (x - step * (basis.T @ (basis @ x - m))).clamp_(min=0)
@@ -192,20 +264,40 @@ def griffin_lim_vocoder(spec01: torch.Tensor | np.ndarray, n_iter: int = 32) -> 
     return wave.clamp(-1.0, 1.0)
 
 
+def spec01_to_hifigan_mel(spec01: torch.Tensor) -> torch.Tensor:
+    """Re-express spec01 (Slaney 125-7600 Hz, dB/100) in HiFi-GAN's mel: Slaney 0-8000 Hz, ln(max(·, 1e-5)).
+
+    Through the linear magnitude: spec01 -> mel -> NNLS |STFT| -> HiFi-GAN basis -> natural log.
+    """
+    import librosa
+
+    mag = mel_to_stft_magnitude(spec01_to_mel(spec01))
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=0.0, fmax=8000.0)
+    mel = torch.from_numpy(basis).to(mag.device) @ mag
+    return torch.log(mel.clamp(min=1e-5))
+
+
 def load_vocoder(path: str | os.PathLike | None, device: str | torch.device = "cpu") -> Vocoder:
     """A callable spec01 [B, 80, T] -> float32 waveform [B, T·256] at 22050 Hz (on CPU).
 
-    path None -> Griffin-Lim through the analytic inverse; otherwise a MelGAN generator file.
+    path None -> Griffin-Lim through the analytic inverse; a SpecVQGAN MelGAN state dict (fed spec01
+    directly); or a HiFi-GAN V1 generator (spec01 converted to its log-mel first; the published
+    HiFi-GANs were trained on speech/other mels, so expect lower quality than a MelGAN on spec01).
     """
     if path is None:
         return lambda spec01: griffin_lim_vocoder(torch.as_tensor(spec01).float()).cpu()
-    gen = load_melgan(path, device)
+    state_keys = _read_state(path)
+    if "generator" in state_keys or "conv_pre.weight_v" in state_keys:
+        gen: nn.Module = load_hifigan(path, device)
+        prepare: Callable[[torch.Tensor], torch.Tensor] = spec01_to_hifigan_mel
+    else:
+        gen, prepare = load_melgan(path, device), (lambda x: x)
 
     @torch.no_grad()
-    def melgan(spec01: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def vocode(spec01: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(spec01, dtype=torch.float32)
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        return gen(x.to(device)).float().cpu()
+        return gen(prepare(x.to(device))).float().cpu()
 
-    return melgan
+    return vocode

@@ -161,10 +161,22 @@ def test_images_install_avtok_like_the_readme(image):
     for word, arg in instr:
         if word == "COPY":
             srcs = shlex.split(arg)[:-1]
-            copied |= {s.rstrip("/").lstrip("./") for s in srcs}
+            copied |= {s.removeprefix("./").rstrip("/") for s in srcs}
     assert folders | {"pyproject.toml", "README.md"} <= copied, f"{name}: COPY misses {folders - copied}"
     for folder in folders:
         assert (ROOT / folder).is_dir()
+
+
+def test_build_context_admits_what_the_images_copy(image):
+    name, instr = image
+    rules = [ln.strip() for ln in (DOCKER / f"Dockerfile.{name}.dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert rules[0] == "*", "the context should be an allowlist (no data or runs sent to the builder)"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    for word, arg in instr:
+        if word == "COPY":
+            for src in shlex.split(arg)[:-1]:
+                assert src.removeprefix("./").rstrip("/") in allowed, f"{name}: COPY {src} is excluded"
 
 
 def test_images_start_avtok(image):

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
-from media import ZOO_ERRORS, make_clip, make_junk, make_zoo
-
 from avtok.cli.extract import extract
 from avtok.pipeline.extract import run_extract, unique_keys
 from avtok.pipeline.extracted import read_extracted_shard
 from avtok.pipeline.manifest import ManifestRow, write_manifest
+from click.testing import CliRunner
+from media import ZOO_ERRORS, make_clip, make_junk, make_zoo
 
 AVTOK = [sys.executable, "-m", "avtok.cli.main"]
 SUMMARY = re.compile(r"extracted (\d+)/(\d+) videos \((\d+) errors, (\d+) with warnings\)")
@@ -109,6 +108,29 @@ def test_in_process_extract_options_and_rerun(tmp_path):
     assert {p.name: p.read_bytes() for p in out.glob("shard-*.tar")} == before
     with pytest.raises(ValueError, match="different shard_size"):
         run_extract(manifest, out, shard_size=3, in_process=True, keep_audio=True, strict=True)
+
+
+def test_failed_shard_is_reported_then_redone(tmp_path, monkeypatch):
+    import avtok.pipeline.extract as ex
+
+    _small_clips(tmp_path / "v", 3)
+    real = ex.sha256_file
+
+    def flaky(path):
+        if path.name == "shard-000001.tar":
+            raise OSError("disk on fire")
+        return real(path)
+
+    monkeypatch.setattr(ex, "sha256_file", flaky)
+    s = run_extract(tmp_path / "v", tmp_path / "out", shard_size=2, in_process=True)
+    assert s.shards_failed == [(1, "OSError: disk on fire")] and (s.samples, s.errors) == (2, 1)
+    assert "1 shard(s) FAILED" in s.line()
+    (err,) = _errors(tmp_path / "out")
+    assert (err["video_id"], err["stage"], err["kind"]) == ("c2", "shard", "shard-failed")
+    monkeypatch.setattr(ex, "sha256_file", real)
+    s = run_extract(tmp_path / "v", tmp_path / "out", shard_size=2, in_process=True)
+    assert (s.samples, s.errors, s.shards_run, s.shards_skipped) == (3, 0, 1, 1)
+    assert _errors(tmp_path / "out") == []
 
 
 def test_cli_help_lists_every_option():

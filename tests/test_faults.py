@@ -155,7 +155,7 @@ SHARD_SIZE = 3  # 19 rows -> 7 shards: several tasks per worker, so a kill lands
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("videos")
-    first = make_clip(folder / "clip00.mp4", duration=4, size=(320, 180))
+    first = make_clip(folder / "clip00.mp4", duration=10, size=(320, 180))
     for i in range(1, N_CLIPS):  # copies decode the same; they are distinct videos to the manifest
         shutil.copyfile(first, folder / f"clip{i:02d}.mp4")
     make_junk(folder / "junk.mp4")
@@ -203,18 +203,22 @@ def test_ray_worker_killed_mid_extract_loses_and_duplicates_nothing(videos, tmp_
     log = tmp_path / "extract.log"
     cmd = extract_cmd(videos, out, "--workers", "2", "--max-retries", "3")
     killed: list[str] = []
+    first_busy = None
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=clean_env(), start_new_session=True)
         try:
             deadline = time.monotonic() + 240
             while proc.poll() is None and time.monotonic() < deadline:
-                # Once a shard has finished we are mid-run: SIGKILL a Ray worker while it runs a
-                # shard task (its process title is `ray::_remote_task` only while it executes one).
-                if not killed and any(out.glob("*.stats.json")):
+                # SIGKILL a Ray worker while it runs a shard task (its process title is
+                # `ray::_remote_task` only while it executes one): preferably once a shard has
+                # finished (mid-run), at the latest one second after the first task started.
+                if not killed:
                     table = proc_table()
                     busy = [pid for pid in descendants(proc.pid, table)
                             if table[pid][2].startswith("ray::_remote_task")]
-                    if busy:
+                    if busy and first_busy is None:
+                        first_busy = time.monotonic()
+                    if busy and (any(out.glob("*.stats.json")) or time.monotonic() - first_busy > 1.0):
                         os.kill(busy[0], signal.SIGKILL)
                         killed.append(table[busy[0]][2])
                 time.sleep(0.02)
@@ -337,3 +341,179 @@ def test_extract_on_a_two_node_cluster_uses_both_nodes(videos, tmp_path, two_nod
     assert done.returncode == 0, done.stdout[-3000:]
     assert ran_on[0] and ran_on[1], f"shard tasks ran on nodes {ran_on}; expected both"
     check_every_clip_once(videos, out)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+# Loaded into the trainer through PYTHONPATH (test-only; nothing in avtok knows about it): the file
+# object for checkpoint step $AVTOK_TEST_STALL_STEP's temporary file gets two writes out to disk, then
+# writes its pid to a marker file and hangs, so the test can SIGKILL the trainer with a half-written
+# checkpoint on disk. Once the marker exists it stalls no more (a restarted trainer runs normally).
+STALL_SITECUSTOMIZE = r'''
+import builtins
+import os
+import re
+import time
+
+_pattern = re.compile(r"^\.ckpt-%s\.pt\..*\.tmp$" % os.environ["AVTOK_TEST_STALL_STEP"])
+_marker = os.environ["AVTOK_TEST_STALL_MARKER"]
+_open = builtins.open
+
+
+class _Stalling:
+    def __init__(self, f):
+        self._f, self._writes = f, 0
+
+    def write(self, data):
+        n = self._f.write(data)
+        self._writes += 1
+        if self._writes == 2 and not os.path.exists(_marker):
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            with _open(_marker + ".tmp", "w") as m:
+                m.write(str(os.getpid()))
+            os.replace(_marker + ".tmp", _marker)
+            time.sleep(600)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+
+
+def _stalling_open(file, mode="r", *args, **kwargs):
+    f = _open(file, mode, *args, **kwargs)
+    if "w" in mode and isinstance(file, (str, os.PathLike)) and _pattern.match(os.path.basename(os.fspath(file))):
+        return _Stalling(f)
+    return f
+
+
+builtins.open = _stalling_open
+'''
+
+TRAIN_STEPS = 5
+
+
+def train_argv(tokens: Path, run: Path, *, resume: bool = False, steps: int = TRAIN_STEPS) -> list[str]:
+    return [exe("avtok"), "train", "--shards", str(tokens), "--out", str(run), "--preset", "tiny",
+            "--batch-size", "8", "--steps", str(steps), "--ckpt-every", "1", "--log-every", "1",
+            "--device", "cpu", *(["--resume"] if resume else [])]
+
+
+def stall_env(tmp_path: Path, step: int) -> tuple[dict[str, str], Path]:
+    """Environment that makes the trainer hang half-way through writing checkpoint `step`; the marker."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_SITECUSTOMIZE)
+    marker = tmp_path / "stalled"
+    env = clean_env(PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+                    AVTOK_TEST_STALL_STEP=str(step), AVTOK_TEST_STALL_MARKER=str(marker))
+    return env, marker
+
+
+def wait_for_stall(proc: subprocess.Popen, marker: Path, log: Path) -> int:
+    """Pid of the trainer process that hangs mid-checkpoint."""
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert proc.poll() is None, f"trainer exited before the checkpoint:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "trainer never reached the checkpoint"
+        time.sleep(0.05)
+    return int(marker.read_text())
+
+
+def check_half_written(run: Path, step: int) -> None:
+    """The killed save left a partial temp file only; last.pt still names the previous, complete one."""
+    from avtok.model.checkpoint import CheckpointError, load_checkpoint
+
+    (partial,) = run.glob(f".ckpt-{step}.pt.*.tmp")
+    assert 0 < partial.stat().st_size < (run / f"ckpt-{step - 1}.pt").stat().st_size
+    with pytest.raises(CheckpointError):
+        load_checkpoint(partial)
+    assert not (run / f"ckpt-{step}.pt").exists()
+    assert (run / "last.pt").resolve() == (run / f"ckpt-{step - 1}.pt").resolve()
+    assert load_checkpoint(run / "last.pt")["step"] == step - 1
+    assert sorted(p.name for p in run.glob("ckpt-*.pt")) == [f"ckpt-{k}.pt" for k in range(1, step)]
+
+
+@pytest.mark.slow
+def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(tmp_path):
+    import torch
+    from avtok.model.checkpoint import load_checkpoint
+
+    tokens, run = tmp_path / "tokens", tmp_path / "run"
+    make_token_folder(tokens)
+    env, marker = stall_env(tmp_path, 3)
+    log = tmp_path / "killed.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(train_argv(tokens, run), stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            assert wait_for_stall(proc, marker, log) == proc.pid
+            os.kill(proc.pid, signal.SIGKILL)  # part of ckpt-3 is on disk, the rest never will be
+            proc.wait(30)
+        finally:
+            end_process_tree(proc, grace_s=5)
+    assert proc.returncode == -signal.SIGKILL
+
+    check_half_written(run, 3)
+
+    resumed = run_logged(train_argv(tokens, run, resume=True), tmp_path / "resumed.log", clean_env(), timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"resumed from {run / 'last.pt'} at step 2" in resumed.stdout
+    final = load_checkpoint(run / "last.pt")
+    assert final["step"] == TRAIN_STEPS
+
+    # Continuing from the last complete checkpoint gives exactly the weights of an uninterrupted run.
+    straight = tmp_path / "straight"
+    ref = run_logged(train_argv(tokens, straight), tmp_path / "straight.log", clean_env(), timeout=240)
+    assert ref.returncode == 0, ref.stdout[-3000:]
+    expected = load_checkpoint(straight / "last.pt")
+    assert expected["step"] == TRAIN_STEPS
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_rank_and_resumes_from_the_last_complete_checkpoint(tmp_path):
+    from avtok.model.checkpoint import load_checkpoint
+
+    tokens, run = tmp_path / "tokens", tmp_path / "run"
+    make_token_folder(tokens)
+    env, marker = stall_env(tmp_path, 3)  # rank 0 (the one that saves) hangs inside ckpt-3
+    log = tmp_path / "torchrun.log"
+    # The README's recipe: the same command for the first start and every restart, with --resume.
+    cmd = [exe("torchrun"), "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "--no-python",
+           *train_argv(tokens, run, resume=True, steps=TRAIN_STEPS + 1)]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rank0 = wait_for_stall(proc, marker, log)
+            assert rank0 in descendants(proc.pid)
+            os.kill(rank0, signal.SIGKILL)
+            proc.wait(240)
+        finally:
+            end_process_tree(proc, grace_s=10)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert output.count(f"--resume: no {run / 'last.pt'} yet") == 1  # the first start
+    assert output.count(f"resumed from {run / 'last.pt'} at step 2") == 1  # the restart
+    assert load_checkpoint(run / "last.pt")["step"] == TRAIN_STEPS + 1
+    assert sorted(p.name for p in run.glob("ckpt-*.pt")) == [f"ckpt-{k}.pt" for k in range(1, TRAIN_STEPS + 2)]
+
+
+def test_train_refuses_a_token_shard_changed_on_disk(tmp_path):
+    index = make_token_folder(tmp_path / "tokens")
+    victim = tmp_path / "tokens" / shards.shard_name(0)
+    flip_byte(victim, victim.stat().st_size // 2)
+    actual = hashlib.sha256(victim.read_bytes()).hexdigest()
+    done = run_logged(train_argv(tmp_path / "tokens", tmp_path / "run"), tmp_path / "train.log", clean_env(),
+                      timeout=120)
+    assert done.returncode != 0
+    assert str(victim) in done.stdout
+    assert actual in done.stdout and index["shards"][0]["sha256"] in done.stdout
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -95,8 +95,8 @@ def test_melgan_published_layout_loads_strictly(tmp_path) -> None:
         torch.testing.assert_close(gen(x), ref(x).squeeze(1), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_melgan_848_frames_to_217088_samples(tmp_path) -> None:
-    torch.set_num_threads(2)
     path = tmp_path / "netG.pt"
     torch.save(published_layout(), path)
     vocode = load_vocoder(path)
@@ -135,8 +135,8 @@ def test_spec01_inverse_is_exact() -> None:
     assert float(mel[0]) == pytest.approx(1e-4) and float(mel[-1]) == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_griffin_lim_reanalysed_is_close_to_the_mel() -> None:
-    torch.set_num_threads(2)
     sr = 22050
     t = np.arange(220500) / sr
     rng = np.random.default_rng(0)
@@ -162,3 +162,48 @@ def test_griffin_lim_reanalysed_is_close_to_the_mel() -> None:
 def test_griffin_lim_is_deterministic() -> None:
     mel = torch.rand(1, 80, 40, generator=torch.Generator().manual_seed(0))
     assert torch.equal(griffin_lim_vocoder(mel), griffin_lim_vocoder(mel))
+
+
+def hifigan_layout(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random HiFi-GAN V1 generator weights with the published key names and shapes (facts §4.2)."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv(prefix: str, v_shape: tuple[int, int, int], cout: int) -> None:
+        sd[f"{prefix}.weight_g"] = torch.rand(v_shape[0], 1, 1, generator=g) + 0.5
+        sd[f"{prefix}.weight_v"] = torch.randn(*v_shape, generator=g)
+        sd[f"{prefix}.bias"] = torch.randn(cout, generator=g) * 0.1
+
+    conv("conv_pre", (512, 80, 7), 512)
+    for i, k in enumerate((16, 16, 4, 4)):
+        cin = 512 // 2**i
+        conv(f"ups.{i}", (cin, cin // 2, k), cin // 2)  # transposed: (in, out, k)
+        for j, rk in enumerate((3, 7, 11)):
+            for n in range(3):
+                c = cin // 2
+                conv(f"resblocks.{3 * i + j}.convs1.{n}", (c, c, rk), c)
+                conv(f"resblocks.{3 * i + j}.convs2.{n}", (c, c, rk), c)
+    conv("conv_post", (1, 32, 7), 1)
+    return sd
+
+
+def test_hifigan_v1_published_layout(tmp_path) -> None:
+    from avtok.model.vocoder import load_hifigan, spec01_to_hifigan_mel
+
+    sd = hifigan_layout()
+    assert len(sd) == 234 and sum(v.numel() for v in sd.values()) == 13_936_130
+    path = tmp_path / "generator_v1"
+    torch.save({"generator": sd}, path)
+    gen = load_hifigan(path)
+    assert all(torch.equal(v, sd[k]) for k, v in gen.state_dict().items())
+    mel = torch.randn(1, 80, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert gen(mel).shape == (1, 25_600)
+    vocode = load_vocoder(path)  # spec01 in, converted to HiFi-GAN's natural-log mel
+    assert vocode(torch.rand(1, 80, 20)).shape == (1, 20 * 256)
+    # the conversion keeps loudness: a louder spec01 gives a larger log-mel everywhere it is not floored
+    quiet, loud = spec01_to_hifigan_mel(torch.full((1, 80, 4), 0.5)), spec01_to_hifigan_mel(torch.full((1, 80, 4), 0.7))
+    assert float((loud - quiet)[:, 10:70].min()) > 0
+    with pytest.raises(VocoderError, match="not a HiFi-GAN generator"):
+        torch.save({"generator": {"x": torch.zeros(1)}}, tmp_path / "g2")
+        load_hifigan(tmp_path / "g2")

@@ -1,0 +1,329 @@
+"""`avtok demo`: the whole chain on a synthetic set made on the spot, on CPU, in minutes.
+
+Stages (each reused when a re-run finds it finished):
+
+1. data      `synthetic.make_dataset`: 8 classes × 20 clips (15 train, 5 test), mp4 + manifest.csv
+2. extract   `run_extract` on a local Ray, with --keep-audio (the test clips' real audio is the reference)
+3. kmeans    patch k-means codebooks (frames and mels) fit on the extracted train shards
+4. tokenize  token shards with those codebooks
+5. train     the `tiny` transformer (`model.train.train`)
+6. report    for every test clip: image→audio with CFG (w = 3) and without (w = 0), decoded with the
+             tokenizer and Griffin-Lim; wavs, image + mel pngs, a loss curve, `metrics.json` with the
+             oracle's class accuracy (CFG on vs off; reference audio and tokenizer reconstruction too)
+
+The image used for generation is the middle frame (index 5) of each clip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import synthetic as syn
+from .index import read_json, sha256_file, write_json
+
+EVAL_FRAME = 5
+SR = 22050
+
+
+@dataclass
+class DemoOptions:
+    """Sizes and budgets of the demo (defaults: under 10 minutes on 2 CPU cores)."""
+
+    out: str = "avtok_demo"
+    clips_per_class: int = 20
+    test_per_class: int = 5
+    codebook: int = 256  # k of both patch k-means codebooks
+    kmeans_iters: int = 20
+    train_steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    sample_steps: int = 12
+    cfg: float = 3.0
+    workers: int = 2
+    seed: int = 0
+    threads: int | None = None  # torch threads in this process (None: leave torch's default)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Say = Callable[[str], None]
+
+
+def _stage(name: str, say: Say, timings: dict[str, float]):
+    class _Timer:
+        def __enter__(self):
+            self.t0 = time.perf_counter()
+            say(f"[demo] {name} ...")
+            return self
+
+        def __exit__(self, *exc):
+            timings[name] = round(time.perf_counter() - self.t0, 2)
+            if exc[0] is None:
+                say(f"[demo] {name} done in {timings[name]:.1f} s")
+
+    return _Timer()
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def stage_data(out: Path, o: DemoOptions, say: Say) -> Path:
+    return syn.make_dataset(out / "data", clips_per_class=o.clips_per_class, test_per_class=o.test_per_class,
+                            seed=o.seed, workers=o.workers)
+
+
+def stage_extract(manifest: Path, out: Path, o: DemoOptions, say: Say) -> Path:
+    from .extract import run_extract
+
+    dest = out / "extracted"
+    summary = run_extract(manifest, dest, shard_size=max(1, (o.clips_per_class * syn.NUM_CLASSES) // 4),
+                          workers=o.workers, keep_audio=True)
+    say(f"[demo] {summary.line()}")
+    if summary.errors or summary.shards_failed:
+        raise RuntimeError(f"extract reported {summary.errors} errors / {len(summary.shards_failed)} failed shards; "
+                           f"see {dest / 'errors.parquet'}")
+    return dest
+
+
+def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
+    from avtok.model.tokenizers.patch_kmeans import fit_patch_kmeans_from_extracted
+
+    path = out / "kmeans.safetensors"
+    if not path.is_file():
+        fit_patch_kmeans_from_extracted(extracted, path, image_k=o.codebook, audio_k=o.codebook,
+                                        iters=o.kmeans_iters, seed=o.seed, split="train")
+    return path
+
+
+def stage_tokenize(extracted: Path, kmeans: Path, out: Path, o: DemoOptions, say: Say) -> Path:
+    from .tokenize import run_tokenize
+
+    dest = out / "tokens"
+    summary = run_tokenize(extracted, dest, image_tokenizer=str(kmeans), audio_tokenizer=str(kmeans),
+                           image_kind="patch-kmeans", audio_kind="patch-kmeans", workers=1)
+    if hasattr(summary, "line"):
+        say(f"[demo] {summary.line()}")
+    return dest
+
+
+def stage_train(tokens: Path, out: Path, o: DemoOptions, say: Say) -> tuple[Path, dict[str, Any]]:
+    from avtok.model.checkpoint import load_checkpoint
+    from avtok.model.train import TrainConfig, train
+
+    run = out / "run"
+    last = run / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        if ckpt["step"] >= o.train_steps:
+            say(f"[demo] reusing {last} (step {ckpt['step']})")
+            return last, {"steps": ckpt["step"], "reused": True}
+    cfg = TrainConfig(shards=str(tokens), out=str(run), preset="tiny", batch_size=o.batch_size, steps=o.train_steps,
+                      lr=o.lr, warmup_steps=max(1, o.train_steps // 20), min_lr=o.lr * 0.05, eval_every=o.train_steps,
+                      eval_samples=64, ckpt_every=max(50, o.train_steps // 4), keep_last=1, log_every=25,
+                      seed=o.seed, device="cpu", resume=last.exists(), precision="fp32")
+    summary = train(cfg, log=say)
+    summary.pop("losses", None)
+    return last, summary
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _test_clips(extracted: Path) -> dict[str, dict[str, Any]]:
+    """video_id → {frame (uint8 256×256×3, index 5), audio (float32), label} of the extracted test clips."""
+    from .extracted import read_extracted_shard
+
+    clips = {}
+    for tar in sorted(extracted.glob("shard-*.tar")):
+        for s in read_extracted_shard(tar):
+            if s.meta.get("split") == "test":
+                clips[s.meta["video_id"]] = {"frame": s.frames[EVAL_FRAME], "audio": s.audio,
+                                             "label": s.meta["label"], "mel": s.mel.astype(np.float32)}
+    return clips
+
+
+def _colormap(spec01: np.ndarray) -> np.ndarray:
+    """spec01 [80, T] → RGB uint8 [80, T, 3], low bands at the bottom (a simple dark-blue→yellow ramp)."""
+    x = np.clip(spec01[::-1], 0, 1)
+    r = np.clip(1.5 * x - 0.2, 0, 1)
+    g = np.clip(1.6 * x - 0.5, 0, 1) * 0.9 + 0.1 * x
+    b = np.clip(0.6 - np.abs(x - 0.35) * 1.5, 0, 1) + 0.25 * (1 - x)
+    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def _panel(frame: np.ndarray, mels: list[tuple[str, np.ndarray]]) -> Any:
+    """The clip's frame on the left, labelled mel spectrograms (each 128 px tall) on the right."""
+    from PIL import Image, ImageDraw
+
+    w_mel, h_mel = 848, 128
+    canvas = Image.new("RGB", (256 + 8 + w_mel, max(256, len(mels) * (h_mel + 4))), (255, 255, 255))
+    canvas.paste(Image.fromarray(frame), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, spec) in enumerate(mels):
+        im = Image.fromarray(_colormap(spec)).resize((w_mel, h_mel), Image.NEAREST)
+        y = i * (h_mel + 4)
+        canvas.paste(im, (264, y))
+        draw.text((268, y + 2), title, fill=(255, 255, 255))
+    return canvas
+
+
+def loss_curve_png(metrics_jsonl: Path, path: Path) -> None:
+    """Training loss (and eval NLL points) against step, drawn with PIL."""
+    from PIL import Image, ImageDraw
+
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
+    pts = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    W, H, pad = 640, 360, 48
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.rectangle([pad, pad // 2, W - pad // 2, H - pad], outline=(0, 0, 0))
+    d.text((pad, 4), "training loss (masked-token CE) vs step", fill=(0, 0, 0))
+    if len(pts) >= 2:
+        xs, ys = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)
+        lo, hi = float(ys.min()), float(ys.max())
+        hi = hi if hi > lo else lo + 1
+
+        def xy(x: float, y: float) -> tuple[float, float]:
+            return (pad + (x - xs.min()) / max(1, xs.max() - xs.min()) * (W - 1.5 * pad),
+                    H - pad - (y - lo) / (hi - lo) * (H - 1.5 * pad))
+
+        d.line([xy(x, y) for x, y in zip(xs, ys, strict=True)], fill=(30, 90, 200), width=2)
+        d.text((4, pad // 2), f"{hi:.2f}", fill=(0, 0, 0))
+        d.text((4, H - pad - 10), f"{lo:.2f}", fill=(0, 0, 0))
+        d.text((pad, H - pad + 6), f"step {int(xs.min())}", fill=(0, 0, 0))
+        d.text((W - 110, H - pad + 6), f"step {int(xs.max())}", fill=(0, 0, 0))
+    img.save(path)
+
+
+def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: DemoOptions,
+                 say: Say) -> dict[str, Any]:
+    import soundfile as sf
+    import torch
+    from avtok.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from avtok.model.evaluate import load_audio_tokenizer, spec01_to_waves, token_metrics, tokens_to_spec01
+    from avtok.model.sampler import sample
+    from avtok.model.vocoder import load_vocoder
+
+    from .shards import load_tokens
+
+    report = out / "report"
+    (report / "wav").mkdir(parents=True, exist_ok=True)
+    (report / "png").mkdir(parents=True, exist_ok=True)
+    ckpt = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt)
+    data = load_tokens(tokens, split="test")
+    ids, labels = data.video_ids, data.labels
+    image = torch.from_numpy(data.image[:, EVAL_FRAME].astype(np.int64))
+    audio = torch.from_numpy(data.audio.astype(np.int64))
+    clips = _test_clips(extracted)
+    tok = load_audio_tokenizer(ckpt)
+    vocoder = load_vocoder(None)
+
+    gen: dict[str, np.ndarray] = {}
+    for name, w in (("cfg_on", o.cfg), ("cfg_off", 0.0)):
+        g = torch.Generator().manual_seed(o.seed)
+        say(f"[demo] generating audio for {len(ids)} test images ({name}: w = {w:g}, {o.sample_steps} steps)")
+        gen[name] = sample(model, "image2audio", image_tokens=image, steps=o.sample_steps, cfg=w, generator=g)[1]
+    spec = {name: tokens_to_spec01(tok, t) for name, t in gen.items()}
+    spec["reconstruction"] = tokens_to_spec01(tok, audio)
+    waves = {name: spec01_to_waves(vocoder, s) for name, s in spec.items()}
+    waves["reference"] = [clips[v]["audio"] for v in ids]
+
+    oracle = {name: syn.oracle_scores(ws, SR, labels) for name, ws in waves.items()}
+    for i, vid in enumerate(ids):
+        for name in ("cfg_on", "cfg_off"):
+            sf.write(report / "wav" / f"{vid}_{name}.wav", waves[name][i], SR)
+        pred_on, pred_off = oracle["cfg_on"]["predictions"][i], oracle["cfg_off"]["predictions"][i]
+        panel = _panel(clips[vid]["frame"], [
+            (f"real mel ({labels[i]})", clips[vid]["mel"]),
+            (f"generated, cfg {o.cfg:g} -> oracle: {syn.CLASS_NAMES[pred_on]}", spec["cfg_on"][i]),
+            (f"generated, no cfg -> oracle: {syn.CLASS_NAMES[pred_off]}", spec["cfg_off"][i]),
+        ])
+        panel.save(report / "png" / f"{vid}.png")
+    if (ckpt_path.parent / "metrics.jsonl").exists():
+        loss_curve_png(ckpt_path.parent / "metrics.jsonl", report / "loss_curve.png")
+    say("[demo] token metrics (NLL/accuracy, true vs masked vs shuffled condition)")
+    tm = token_metrics(model, image, audio, batch=64, seed=o.seed, cfg_scales=(0.0, o.cfg))
+    return {
+        "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "step": ckpt["step"],
+        "test_clips": len(ids), "eval_frame": EVAL_FRAME, "cfg": o.cfg, "sample_steps": o.sample_steps,
+        "vocoder": "griffin-lim",
+        "oracle_accuracy": {k: v["accuracy"] for k, v in oracle.items()},
+        "chance": 1.0 / syn.NUM_CLASSES,
+        "oracle": {k: {kk: vv for kk, vv in v.items() if kk != "predictions"} for k, v in oracle.items()},
+        "token_metrics": tm,
+    }
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The table printed at the end of the demo."""
+    acc = metrics["oracle_accuracy"]
+    rows = [(f"generated, CFG on (w = {metrics['cfg']:g})", acc["cfg_on"]), ("generated, CFG off (w = 0)", acc["cfg_off"]),
+            ("tokenizer reconstruction (upper bound)", acc["reconstruction"]), ("real clip audio", acc["reference"])]
+    i2a = metrics["token_metrics"]["image2audio"]["ratio_1"]
+    lines = [f"avtok demo: image→audio on {metrics['test_clips']} held-out clips "
+             f"(8 classes, chance {metrics['chance']:.3f}), model step {metrics['step']}",
+             "", "| audio | oracle class accuracy |", "|---|---|"]
+    lines += [f"| {name} | {a:.3f} |" for name, a in rows]
+    lines += ["", f"audio-token NLL given the image: {i2a['true']['nll']:.3f} nats (masked image "
+                  f"{i2a['masked']['nll']:.3f}, shuffled {i2a['shuffled']['nll']:.3f}); token accuracy "
+                  f"{i2a['true']['accuracy']:.3f}"]
+    if "timings" in metrics:
+        t = metrics["timings"]
+        lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def run_demo(o: DemoOptions | None = None, say: Say = print) -> dict[str, Any]:
+    """Run (or finish) the demo in `o.out`; returns the metrics written to `out/report/metrics.json`."""
+    o = o or DemoOptions()
+    if o.threads:
+        import torch
+
+        torch.set_num_threads(o.threads)
+    out = Path(o.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with _stage("data", say, timings):
+        manifest = stage_data(out, o, say)
+    with _stage("extract", say, timings):
+        extracted = stage_extract(manifest, out, o, say)
+    with _stage("kmeans", say, timings):
+        kmeans = stage_kmeans(extracted, out, o, say)
+    with _stage("tokenize", say, timings):
+        tokens = stage_tokenize(extracted, kmeans, out, o, say)
+    with _stage("train", say, timings):
+        ckpt, train_summary = stage_train(tokens, out, o, say)
+    metrics_path = out / "report" / "metrics.json"
+    reuse = False
+    if metrics_path.exists():
+        old = read_json(metrics_path)
+        reuse = old.get("checkpoint_sha256") == sha256_file(ckpt) and old.get("options") == _opts_record(o)
+    with _stage("report", say, timings):
+        if reuse:
+            say(f"[demo] reusing {metrics_path}")
+            metrics = read_json(metrics_path)
+        else:
+            metrics = stage_report(extracted, tokens, ckpt, out, o, say)
+            metrics["train"] = train_summary
+    metrics["options"] = _opts_record(o)
+    metrics["timings"] = {**timings, "total": round(time.perf_counter() - t0, 2)}
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def _opts_record(o: DemoOptions) -> dict[str, Any]:
+    rec = asdict(o)
+    rec.pop("out", None)
+    rec.pop("threads", None)
+    return json.loads(json.dumps(rec))
+
+
+def demo_paths(out: str | os.PathLike) -> dict[str, Path]:
+    """Where the demo's outputs land."""
+    out = Path(out)
+    return {"report": out / "report", "metrics": out / "report" / "metrics.json", "checkpoint": out / "run" / "last.pt"}
