@@ -43,12 +43,17 @@ def extract(videos, out, shard_size, backend, workers, address, keep_audio, stri
         bar.set_description(f"extract ({shards} shards)")
         bar.refresh()
 
+    seen: dict[int, list[int]] = {}  # shard -> [rows, errors] shown so far
+
     def progress(ev) -> None:
         nonlocal errors
-        if ev.skipped and ev.shard_done:
-            n, e = ev.shard_done["rows"], ev.shard_done["errors"]
-        else:
-            n, e = ev.rows, ev.errors
+        shown = seen.setdefault(ev.shard, [0, 0])
+        n, e = ev.rows, ev.errors
+        if ev.shard_done is not None:
+            # exact counts from the shard's stats (a retried shard may have reported rows twice)
+            n, e = ev.shard_done["rows"] - shown[0], ev.shard_done["errors"] - shown[1]
+        shown[0] += n
+        shown[1] += e
         errors += e
         if n or e:
             bar.update(n)
@@ -63,5 +68,9 @@ def extract(videos, out, shard_size, backend, workers, address, keep_audio, stri
     except ValueError as exc:
         bar.close()
         raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo("interrupted: finished shards are kept; run the same command again to finish", err=True)
+        raise SystemExit(130) from None
     bar.close()
     click.echo(summary.line())

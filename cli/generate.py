@@ -24,12 +24,14 @@ import click
 @click.option("--temperature", default=4.5, show_default=True, type=float,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Transformer autocast; auto = bf16 (fp16 on pre-Ampere) on CUDA, fp32 elsewhere.")
 @click.option("--vocoder", type=click.Path(dir_okay=False),
-              help="SpecVQGAN MelGAN generator (best_netG.pt); default Griffin-Lim.")
+              help="SpecVQGAN MelGAN (best_netG.pt) or HiFi-GAN V1 generator file; default Griffin-Lim.")
 @click.option("--image-tokenizer", type=click.Path(dir_okay=False), help="Image tokenizer file, if it moved.")
 @click.option("--audio-tokenizer", type=click.Path(dir_okay=False), help="Audio tokenizer file, if it moved.")
 def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, steps, cfg, cfg_schedule, temperature,
-             device, vocoder, image_tokenizer, audio_tokenizer) -> None:
+             device, precision, vocoder, image_tokenizer, audio_tokenizer) -> None:
     """Generate audio from an image (and the other directions) with a trained checkpoint."""
     if hole is not None:
         task = "inpaint"
@@ -57,7 +59,7 @@ def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, step
     try:
         written = run_generate(task, checkpoint, image=image, audio=audio, hole=hole, out=out,
                                num_samples=num_samples, seed=seed, steps=steps, cfg=cfg, cfg_schedule=cfg_schedule,
-                               temperature=temperature, device=device, vocoder=vocoder,
+                               temperature=temperature, device=device, precision=precision, vocoder=vocoder,
                                image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, progress=progress)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

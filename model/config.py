@@ -6,6 +6,9 @@ Open choices of the paper, with their defaults (see README "avtok train"):
   only masked tokens, min(floor(drop_ratio·N), fewest masked in the batch): MAGE-like, variable length.
 * `detach_tied=False`: the output layer uses the live embedding weight (MaskGIT); True detaches it (MAGE).
 * `ratio_per="sample"`: one mask ratio per sample and modality; "batch" draws one per batch (MAGE).
+* `full_mask_prob=0.0` (paper): with this probability a sample gets one modality (image or audio, even
+  odds) fully masked, the "condition drop" of MAR/RCG/open-muse; it teaches the pure cross-modal and
+  unconditional cases (image→audio, CFG's uncond pass) that the truncated Gaussian rarely shows.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class AVConfig:
     drop_rule: str = "extend"  # "extend" | "clamp"
     ratio_per: str = "sample"  # "sample" | "batch"
     detach_tied: bool = False
+    full_mask_prob: float = 0.0
     label_smoothing: float = 0.1
     grad_checkpoint: bool = False
 

@@ -10,6 +10,7 @@ fingerprint differs from the record is refused (the tokens would mean something 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,6 +116,20 @@ def load_bundle(checkpoint: str | os.PathLike, image_tokenizer: str | os.PathLik
                   checkpoint=str(checkpoint), step=int(ckpt.get("step", 0)))
 
 
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context for a precision name ("auto": bf16 on CUDA where supported, else fp16; fp32 off CUDA)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise GenerateError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    return torch.autocast(device.type, dtype=dtypes[precision])
+
+
 @torch.no_grad()
 def encode_images(bundle: Bundle, images: np.ndarray) -> torch.Tensor:
     """uint8 [N, 256, 256, 3] -> Long [N, 256]."""
@@ -141,12 +156,13 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
              hole: tuple[float, float] | None = None, num_samples: int = 1, seed: int = 0, steps: int = 30,
              cfg: float = 3.0, cfg_schedule: str = "constant", temperature: float = 4.5,
              vocoder: Callable[[np.ndarray], torch.Tensor] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Generation:
+             progress: Callable[[int, int], None] | None = None, precision: str = "fp32") -> Generation:
     """Run one task for `num_samples` samples of the same input (seeded); decode and vocode the result.
 
     image: uint8 [256, 256, 3]; spec01: float [80, 848]; hole: (start_s, end_s) for "inpaint".
     vocoder: spec01 [N, 80, T] -> waveform [N, T·256]; None skips the waveform.
-    progress(step, steps) is called after each sampling step.
+    progress(step, steps) is called after each sampling step. precision: the transformer's autocast
+    ("fp32", "bf16", "fp16" or "auto" = bf16/fp16 on CUDA, fp32 elsewhere); tokenizers stay as they are.
     """
     if task not in TASKS:
         raise GenerateError(f"unknown task {task!r}; choose one of {TASKS}")
@@ -167,10 +183,11 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
     gen = torch.Generator(device=bundle.device).manual_seed(int(seed))
     audio_hole = seconds_to_audio_hole(*hole) if task == "inpaint" else None
     callback = (lambda t, _ki, _ka: progress(t + 1, steps)) if progress is not None else None
-    out_i, out_a = sample(bundle.model, task, image_tokens=img_tokens if task != "audio2image" else None,
-                          audio_tokens=aud_tokens if task != "image2audio" else None, steps=steps, cfg=cfg,
-                          cfg_schedule=cfg_schedule, choice_temperature=temperature, generator=gen,
-                          audio_hole=audio_hole, num_samples=n, callback=callback)
+    with autocast_for(precision, bundle.device):
+        out_i, out_a = sample(bundle.model, task, image_tokens=img_tokens if task != "audio2image" else None,
+                              audio_tokens=aud_tokens if task != "image2audio" else None, steps=steps, cfg=cfg,
+                              cfg_schedule=cfg_schedule, choice_temperature=temperature, generator=gen,
+                              audio_hole=audio_hole, num_samples=n, callback=callback)
     images = decode_images(bundle, out_i) if task in ("audio2image", "joint") else np.repeat(image[None], n, 0)
     if task == "audio2image":
         mels = np.repeat(np.asarray(spec01, np.float32)[None], n, 0)
@@ -180,8 +197,8 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
     if vocoder is not None and task != "audio2image":
         waves = np.asarray(vocoder(mels), dtype=np.float32)
     meta = {"task": task, "seed": seed, "steps": steps, "cfg": cfg, "cfg_schedule": cfg_schedule,
-            "temperature": temperature, "checkpoint": bundle.checkpoint, "step": bundle.step}
-    if hole is not None:
+            "temperature": temperature, "precision": precision, "checkpoint": bundle.checkpoint, "step": bundle.step}
+    if audio_hole is not None:
         meta["hole_s"] = list(hole)
         meta["hole_columns"] = audio_hole.view(5, 53)[0].nonzero().flatten().tolist()
     return Generation(task=task, images=images, spec01=mels, waves=waves, image_tokens=out_i.cpu(),

@@ -99,8 +99,10 @@ def _as_batch(x: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
 
 
 def _draw_gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    # Clamped away from 0 and 1 so -log(-log u) stays finite.
-    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    # Drawn where the generator lives (a CPU generator also works for a GPU model, more slowly);
+    # clamped away from 0 and 1 so -log(-log u) stays finite.
+    where = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=where, dtype=torch.float32).to(device)
     u = u.clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
@@ -180,11 +182,14 @@ def sample(
     known = ~target  # given positions are known from the start; targets become known when revealed
     n0_cpu = target.sum(dim=1).cpu().double()  # per-sample N0
     guided = cond_modality is not None and cfg != 0
+    # which modalities get logits and samples: fixed by the task, so the random draws (and GPU syncs)
+    # do not depend on the state of the decoding
+    wanted = (task in ("audio2image", "joint"), task in ("image2audio", "joint", "inpaint"))
 
     sampled = tokens.clone()
     for t in range(steps):
         w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
-        logits_i, logits_a = _logits(model, tokens, known, cond_modality if w != 0 else None, w)
+        logits_i, logits_a = _logits(model, tokens, known, cond_modality if w != 0 else None, w, wanted)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
         logp_parts, draw_parts = [], []
@@ -228,15 +233,15 @@ def sample(
 
 
 def _logits(
-    model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, uncond_modality: str | None, w: float
+    model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, uncond_modality: str | None, w: float,
+    wanted: tuple[bool, bool] = (True, True),
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Guided logits c + w·(c - u) for the target modalities (None for a modality not generated)."""
+    """Guided logits c + w·(c - u) for the wanted modalities (image, audio); None for the others."""
     img, aud = tokens[:, :N_IMAGE], tokens[:, N_IMAGE:]
     k_img, k_aud = known[:, :N_IMAGE], known[:, N_IMAGE:]
-    want_i, want_a = bool((~k_img).any()), bool((~k_aud).any())
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
-        return (c_i if want_i else None), (c_a if want_a else None)
+        return (c_i if wanted[0] else None), (c_a if wanted[1] else None)
     u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
     u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
     both_i, both_a = model.forward_logits(
@@ -244,7 +249,7 @@ def _logits(
     )
     b = tokens.shape[0]
     out = []
-    for both, want in ((both_i, want_i), (both_a, want_a)):
+    for both, want in zip((both_i, both_a), wanted, strict=True):
         if not want:
             out.append(None)
             continue

@@ -176,7 +176,12 @@ class AVTransformer(nn.Module):
         c = self.cfg
         k = batch if c.ratio_per == "sample" else 1
         r = truncated_normal(2 * k, c.mask_mu, c.mask_std, c.mask_min, c.mask_max, generator, device)
-        return r[:k].expand(batch), r[k:].expand(batch)
+        ri, ra = r[:k], r[k:]
+        if c.full_mask_prob > 0:  # drawn only when on, so the default keeps its random stream
+            u = torch.rand(k, generator=generator, device=device)
+            ri = torch.where(u < c.full_mask_prob / 2, 1.0, ri)
+            ra = torch.where((u >= c.full_mask_prob / 2) & (u < c.full_mask_prob), 1.0, ra)
+        return ri.expand(batch), ra.expand(batch)
 
     # -- training -------------------------------------------------------------------------------------
     def forward(self, image_tokens: Tensor, audio_tokens: Tensor,

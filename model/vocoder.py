@@ -285,7 +285,7 @@ def load_vocoder(path: str | os.PathLike | None, device: str | torch.device = "c
     HiFi-GANs were trained on speech/other mels, so expect lower quality than a MelGAN on spec01).
     """
     if path is None:
-        return lambda spec01: griffin_lim_vocoder(torch.as_tensor(spec01).float()).cpu()
+        return lambda spec01: griffin_lim_vocoder(torch.as_tensor(spec01).float().to(device)).cpu()
     state_keys = _read_state(path)
     if "generator" in state_keys or "conv_pre.weight_v" in state_keys:
         gen: nn.Module = load_hifigan(path, device)

@@ -28,8 +28,10 @@ from .extracted import N_FRAMES
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    # AREA is the closest swscale filter to an antialiased downscale; threads=1 because PyAV's
+    # default (auto) builds a thread pool per frame, which costs more wall time than the scaling.
     w, h = scaled_size(frame.width, frame.height)
-    return center_crop(frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA"))
+    return center_crop(frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA", threads=1))
 
 
 class _AudioSink:
@@ -148,6 +150,9 @@ def decode_pyav(path: str, start_s: float = 0.0, *, strict: bool = False, thread
             last_shown = prev_t + (1.0 / fps if fps else 0.0)
             while len(picked) < N_FRAMES and targets[len(picked)] < last_shown:
                 picked.append(_to_rgb(prev))
+        if not picked and video and n_decoded:
+            raise DecodeError(f"no video frame in the window starting at {start_s:g} s (the video ends at "
+                              f"{prev_t - base:.2f} s)", stage="video", kind="window-after-end")
         if bad_packets:
             warnings.append(f"{bad_packets} corrupt packet(s) skipped")
         if read_error:

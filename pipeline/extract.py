@@ -122,14 +122,17 @@ class ExtractSummary:
     shards_failed: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
     ray_start_s: float = 0.0
+    used_ray: bool = True
+    videos_run: int = 0  # rows decoded by this run (not counting shards finished earlier)
     out: str = ""
 
     def line(self) -> str:
         failed = f", {len(self.shards_failed)} shard(s) FAILED (re-run to retry)" if self.shards_failed else ""
-        rate = self.videos / self.seconds if self.seconds > 0 and self.shards_run else 0.0
+        rate = self.videos_run / self.seconds if self.seconds > 0 else 0.0
+        ray = f", Ray start {self.ray_start_s:.1f} s" if self.used_ray else ", no Ray"
         return (f"extracted {self.samples}/{self.videos} videos ({self.errors} errors, {self.warned} with warnings) "
                 f"into {self.shards} shards [{self.shards_run} run, {self.shards_skipped} already done{failed}] "
-                f"in {self.seconds:.1f} s ({rate:.1f} clips/s, Ray start {self.ray_start_s:.1f} s) → {self.out}")
+                f"in {self.seconds:.1f} s ({rate:.1f} clips/s{ray}) → {self.out}")
 
 
 def _plan_record(rows: list[ManifestRow], shard_size: int, backend: str, strict: bool, keep_audio: bool) -> dict:
@@ -202,6 +205,7 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
         videos=len(rows), samples=sum(s["samples"] for s in stats), errors=len(errors),
         warned=sum(s["warned"] for s in stats), shards=len(jobs), shards_run=len(result.done),
         shards_skipped=len(result.skipped), shards_failed=result.failed, ray_start_s=result.ray_start_s,
+        used_ray=not in_process, videos_run=sum(s["rows"] for s in result.done),
         seconds=time.perf_counter() - t0, out=str(out))
     write_json(out / "index.json", _index_record(plan, stats, summary))
     return summary

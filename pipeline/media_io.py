@@ -26,14 +26,14 @@ class MediaError(ValueError):
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """uint8 [256, 256, 3] RGB: short side resized to 256, centre crop."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such image file")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = ImageOps.exif_transpose(im).convert("RGB")  # phone photos: honour the EXIF rotation
             w, h = scaled_size(im.width, im.height)
             shrink = w <= im.width
             im = im.resize((w, h), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
@@ -153,7 +153,7 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
                  cfg: float = 3.0, cfg_schedule: str = "constant", temperature: float = 4.5,
                  device: str = "cpu", vocoder: str | os.PathLike | None = None,
                  image_tokenizer: str | os.PathLike | None = None, audio_tokenizer: str | os.PathLike | None = None,
-                 progress=None) -> list[Path]:
+                 precision: str = "auto", progress=None) -> list[Path]:
     """`avtok generate`: read inputs, sample, decode, vocode, then write every output file.
 
     Everything that can fail (inputs, checkpoint, tokenizers, vocoder file) is checked before any
@@ -171,11 +171,11 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
     paths = output_paths(task, out, image, audio, num_samples)
     img = load_image(image) if image is not None else None
     mel = load_audio_spec01(audio) if audio is not None else None
-    voc = load_vocoder(vocoder) if task != "audio2image" else None
     bundle = load_bundle(checkpoint, image_tokenizer, audio_tokenizer, device=device)
+    voc = load_vocoder(vocoder, device=bundle.device) if task != "audio2image" else None
     result = generate(bundle, task, image=img, spec01=mel, hole=span, num_samples=num_samples, seed=seed,
                       steps=steps, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, vocoder=voc,
-                      progress=progress)
+                      progress=progress, precision=precision)
     files: dict[Path, bytes] = {}
     for i, group in enumerate(paths):
         if "wav" in group:

@@ -172,6 +172,17 @@ class _ActorWrapper:
         return _call_shard(self.inner.run_shard, job, _queue_sink(queue))
 
 
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+
+
+def _shm_free_bytes() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     """Start (or connect to) Ray quietly; returns the seconds it took. No-op if already initialised."""
     import ray
@@ -179,12 +190,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     if ray.is_initialized():
         return 0.0
     t0 = time.perf_counter()
+    # Workers' stdout/stderr stay in Ray's session logs: decoders chatter, and the driver shows a
+    # progress bar. Shard exceptions still reach the driver through ray.get.
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
-                                  log_to_driver=True, configure_logging=True)
+                                  log_to_driver=False, configure_logging=True)
     if address in (None, "", "local"):
         # A private single-machine cluster: token auth only adds a log line here.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        kwargs.update(address="local", num_cpus=num_cpus)
+        # Shards pass paths and small stats, not tensors: a small object store starts faster and
+        # fits Docker's 64 MB /dev/shm (Ray then falls back to /tmp, which it refuses unless allowed).
+        store = LOCAL_OBJECT_STORE_BYTES
+        if _shm_free_bytes() < store:
+            os.environ.setdefault("RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE", "1")
+        kwargs.update(address="local", num_cpus=num_cpus, object_store_memory=store)
     else:
         kwargs.pop("include_dashboard")  # only meaningful when starting a cluster
         kwargs["address"] = address

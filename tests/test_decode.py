@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from avtok.pipeline.decode import DecodeError, decode, pick_indices, scaled_size
 from avtok.pipeline.ffmpeg import ffmpeg_exe
-from media import make_clip, make_junk, make_seconds_clip, second_of_frame, truncate
+from media import make_clip, make_junk, make_seconds_clip, run_ffmpeg, second_of_frame, truncate
 
 BACKENDS = ["pyav", "decord", "ffmpeg"]
 
@@ -56,11 +56,15 @@ def test_audio_window_follows_start(media, backend):
     for start in (2.0, 2.37):
         part = decode(media["noise"], start, backend=backend).audio
         off = round(start * 22050)
-        # same samples (away from the resampler's edge); ffmpeg's atrim may land one sample off
         a, b = part[5000:150_000], whole[off + 5000: off + 150_000]
-        lag = max(range(-1, 2), key=lambda k: float(np.dot(a[10:-10], b[10 + k: len(b) - 10 + k])))
-        assert lag == 0 or backend == "ffmpeg"
-        assert np.abs(a[10:-10] - b[10 + lag: len(b) - 10 + lag]).max() < 1e-3
+        # same samples away from the resampler's edge; ffmpeg's atrim cuts the 44.1 kHz input, so its
+        # 22.05 kHz output may be up to a sample off (a different resampling phase)
+        x, y = a[10:-10], b[10:-10]
+        if backend == "ffmpeg":
+            best = max(float(np.dot(x, b[10 + k: len(b) - 10 + k])) for k in (-1, 0, 1))
+            assert best / float(np.dot(x, x)) > 0.9
+        else:
+            assert np.abs(x - y).max() < 1e-3
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -118,6 +122,18 @@ def test_portrait_resize_and_center_crop(media, backend):
     ref = decode(media["portrait"], backend="pyav")
     assert out.frames.shape == (10, 256, 256, 3)
     assert np.abs(out.frames.astype(int) - ref.frames).mean() < 6  # same frames, decoder/scaler noise only
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_window_after_end_and_audio_only(media, tmp_path, backend):
+    with pytest.raises(DecodeError) as exc:
+        decode(media["short"], 20.0, backend=backend)
+    assert exc.value.stage == "video"
+    audio_only = tmp_path / "audio_only.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=2", "-c:a", "aac", str(audio_only)])
+    with pytest.raises(DecodeError, match="no video stream") as exc:
+        decode(audio_only, backend=backend)
+    assert exc.value.kind == "no-video-stream"
 
 
 def test_pick_indices():

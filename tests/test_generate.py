@@ -92,3 +92,159 @@ def test_side_by_side_picture() -> None:
     assert pic[-1, 300].sum() > 600 and pic[0, 300].sum() < 20
     c = colorize(np.linspace(0, 1, 848)[None].repeat(80, 0))
     assert np.all(np.diff(c[0].astype(int).sum(1)) >= -1)  # brighter as spec01 grows
+
+
+# ------------------------------------------------------------------------------------------ end to end
+CODEBOOK = 32
+
+
+def _clip_image(k: int, rng: np.random.Generator) -> np.ndarray:
+    """Class k's colour square on a noisy grey background, 256×256."""
+    from avtok.pipeline.synthetic import COLOURS
+
+    img = rng.integers(90, 130, (256, 256, 3)).astype(np.uint8)
+    colour = np.array([int(COLOURS[k][i:i + 2], 16) for i in (0, 2, 4)], np.uint8)
+    y, x = rng.integers(20, 120, 2)
+    img[y:y + 110, x:x + 110] = colour
+    return img
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained briefly on patch-kmeans tokens of generated image/sound pairs."""
+    import torch
+    from avtok.model.tokenizers import frames_to_input, load_tokenizer, mel_to_input
+    from avtok.model.tokenizers.patch_kmeans import fit_patch_kmeans
+    from avtok.model.train import TrainConfig, train
+    from avtok.pipeline.extracted import MEL_PARAMS
+    from avtok.pipeline.mel import spec01
+    from avtok.pipeline.shards import make_meta, write_token_index, write_token_shard
+    from avtok.pipeline.synthetic import synth_audio
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("e2e")
+    rng = np.random.default_rng(0)
+    classes = np.arange(24) % 8
+    frames = np.stack([_clip_image(int(k), rng) for k in classes])
+    waves = np.stack([synth_audio(int(k), rng) for k in classes])
+    mels = spec01(waves)
+    kmeans = fit_patch_kmeans(frames, mels, root / "kmeans.safetensors", k=CODEBOOK, iters=4)
+    # the same kind of file, fitted on other data: its fingerprints differ
+    other = fit_patch_kmeans(frames[::-1].copy(), mels[::-1].copy(), root / "other.safetensors", k=CODEBOOK,
+                             iters=4, seed=5)
+    tok_i = load_tokenizer(kmeans, "patch-kmeans", modality="image")
+    tok_a = load_tokenizer(kmeans, "patch-kmeans", modality="audio")
+    img_tokens = tok_i.encode(frames_to_input(frames)).numpy().astype(np.uint16)
+    aud_tokens = tok_a.encode(mel_to_input(mels)).numpy().astype(np.uint16)
+    meta = make_meta(image_tokenizer=tok_i.record(), audio_tokenizer=tok_a.record(), mel=MEL_PARAMS,
+                     image_codebook=CODEBOOK, audio_codebook=CODEBOOK)
+    tokens = root / "tokens"
+    tokens.mkdir()
+    entry = write_token_shard(tokens / "tokens-000000.parquet", meta, [f"c{i}" for i in range(24)],
+                              [str(k) for k in classes], ["train"] * 24, np.repeat(img_tokens[:, None], 10, 1),
+                              aud_tokens)
+    write_token_index(tokens, meta, [entry])
+    summary = train(TrainConfig(shards=str(tokens), out=str(root / "run"), preset="tiny", batch_size=16, steps=12,
+                                device="cpu", eval_every=10**6, ckpt_every=12, log_every=100), log=lambda _m: None)
+    media = root / "media"
+    media.mkdir()
+    from PIL import Image
+
+    Image.fromarray(_clip_image(3, rng)).resize((320, 240)).save(media / "foo.jpg")
+    sf.write(media / "x.wav", synth_audio(2, rng), 22050)
+    return {"root": root, "ckpt": summary["checkpoint"], "kmeans": kmeans, "other": other, "media": media}
+
+
+def _cli(args: list[str]):
+    from avtok.cli.main import cli
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(cli, ["generate", *map(str, args)])
+
+
+@pytest.mark.slow
+def test_generate_image_to_audio_and_audio_to_image(trained, tmp_path) -> None:
+    media, ckpt = trained["media"], trained["ckpt"]
+    res = _cli(["--image", media / "foo.jpg", "--checkpoint", ckpt, "--steps", 4, "--out", tmp_path / "foo.wav"])
+    assert res.exit_code == 0, res.output
+    assert "image2audio" in res.output and "foo.wav" in res.output
+    info = sf.info(tmp_path / "foo.wav")
+    assert info.samplerate == 22050 and info.channels == 1 and info.frames == 848 * 256  # 9.85 s
+    wave, _ = sf.read(tmp_path / "foo.wav")
+    assert np.abs(wave).max() > 1e-3  # not silence
+    with Image.open(tmp_path / "foo.png") as im:
+        assert im.size == (256 + 8 + 848, 256) and im.mode == "RGB"
+
+    res = _cli(["--audio", media / "x.wav", "--checkpoint", ckpt, "--steps", 4, "--out", tmp_path / "img.png"])
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "img.png") as im:
+        assert im.size == (256, 256) and im.mode == "RGB"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foo.png", "foo.wav", "img.png"]
+
+
+@pytest.mark.slow
+def test_generate_inpaint_joint_and_moved_tokenizer(trained, tmp_path) -> None:
+    import shutil
+
+    media, ckpt = trained["media"], trained["ckpt"]
+    res = _cli(["--inpaint", "3.0-6.0", "--audio", media / "x.wav", "--image", media / "foo.jpg", "--checkpoint",
+                ckpt, "--steps", 3, "--seed", 1, "--precision", "bf16", "--out", tmp_path / "in.wav"])
+    assert res.exit_code == 0, res.output
+    assert sf.info(tmp_path / "in.wav").frames == 848 * 256
+    res = _cli(["--joint", "--num-samples", 2, "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "j.wav"])
+    assert res.exit_code == 0, res.output
+    assert {"j-0.wav", "j-0.png", "j-1.wav", "j-1.png"} <= {p.name for p in tmp_path.iterdir()}
+    # the tokenizer file moved: refused until named, then used
+    moved = tmp_path / "moved.safetensors"
+    shutil.move(trained["kmeans"], moved)
+    try:
+        res = _cli(["--audio", media / "x.wav", "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "m.png"])
+        assert res.exit_code != 0 and "not found; pass --image-tokenizer" in res.output
+        assert not (tmp_path / "m.png").exists()
+        res = _cli(["--audio", media / "x.wav", "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "m.png",
+                    "--image-tokenizer", moved, "--audio-tokenizer", moved])
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "m.png").is_file()
+    finally:
+        shutil.move(moved, trained["kmeans"])
+
+
+@pytest.mark.slow
+def test_generate_bad_inputs_one_line_nothing_written(trained, tmp_path) -> None:
+    media, ckpt = trained["media"], trained["ckpt"]
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\x00\x01 not an image" * 100)
+    bad_wav = tmp_path / "bad.wav"
+    bad_wav.write_bytes(b"RIFF....WAVEfmt garbage" * 30)
+    not_ckpt = tmp_path / "model.pt"
+    not_ckpt.write_bytes(b"PK\x03\x04 this is no checkpoint")
+    out = tmp_path / "out"
+    out.mkdir()
+    cases = [
+        (["--image", junk, "--checkpoint", ckpt], "not a readable image"),
+        (["--audio", bad_wav, "--checkpoint", ckpt], "bad.wav: "),
+        (["--image", media / "foo.jpg", "--checkpoint", not_ckpt], "not an avtok checkpoint"),
+        (["--image", media / "foo.jpg", "--checkpoint", ckpt, "--image-tokenizer", trained["other"]],
+         "fingerprint"),
+        (["--image", media / "foo.jpg", "--checkpoint", ckpt, "--audio-tokenizer", trained["other"]],
+         "does not match the checkpoint"),
+        (["--image", media / "foo.jpg", "--checkpoint", ckpt, "--vocoder", junk], "not a readable torch state dict"),
+        (["--inpaint", "6-3", "--audio", media / "x.wav", "--image", media / "foo.jpg", "--checkpoint", ckpt],
+         "bad time range"),
+    ]
+    for args, expected in cases:
+        res = _cli([*args, "--out", out / "o.wav", "--steps", 2])
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 1, (args, res.output)
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], (args, res.output)
+        assert list(out.iterdir()) == [], args
+
+    # the real command line too: one line on stderr, nothing on stdout, exit status 1
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "avtok.cli.main", "generate", "--image", str(junk), "--checkpoint",
+                           str(ckpt), "--out", str(out / "o.wav")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "not a readable image" in proc.stderr
+    assert list(out.iterdir()) == []

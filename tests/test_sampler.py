@@ -265,7 +265,7 @@ def test_with_the_tiny_avtransformer() -> None:
     out_i, out_a = sample(model, "image2audio", image_tokens=img, steps=6, cfg=3.0, generator=_gen(5),
                           callback=lambda t, ki, ka: trace.append(int(ka[0].sum())))
     assert torch.equal(out_i, img) and out_a.shape == (2, N_AUDIO) and int(out_a.max()) < K_AUD
-    assert [b - a for a, b in zip([0] + trace[:-1], trace)] == expected_revealed(N_AUDIO, 6)
+    assert [b - a for a, b in zip([0] + trace[:-1], trace, strict=True)] == expected_revealed(N_AUDIO, 6)
     again = sample(model, "image2audio", image_tokens=img, steps=6, cfg=3.0, generator=_gen(5))
     assert torch.equal(again[1], out_a)
     out_i, out_a = sample(model, "audio2image", audio_tokens=aud, steps=4, cfg=3.0, generator=_gen(5))

@@ -9,11 +9,19 @@ import types
 import numpy as np
 import pytest
 import torch
-
-from avtok.model.tokenizers import (frames_to_input, load_tokenizer, mel_to_input, output_to_frames,
-                                    output_to_spec01)
-from avtok.model.tokenizers.checkpoint_io import (CheckpointLoadError, UnsafeCheckpointError,
-                                                  extract_state_dict, load_pickled)
+from avtok.model.tokenizers import (
+    frames_to_input,
+    load_tokenizer,
+    mel_to_input,
+    output_to_frames,
+    output_to_spec01,
+)
+from avtok.model.tokenizers.checkpoint_io import (
+    CheckpointLoadError,
+    UnsafeCheckpointError,
+    extract_state_dict,
+    load_pickled,
+)
 from avtok.model.tokenizers.vqgan import SPECVQGAN_VGGSOUND, TAMING_F16_1024, VQGAN
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

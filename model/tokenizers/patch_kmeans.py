@@ -52,15 +52,16 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 8192) ->
 
 
 def kmeans_pp_init(points: torch.Tensor, k: int, generator: torch.Generator, per_round: int = 32) -> torch.Tensor:
-    """k-means++ seeding (centres drawn with probability ∝ squared distance to the nearest centre so far),
-    `per_round` centres per distance update so that the update is one matmul instead of k vector passes."""
+    """k-means++ seeding (centres drawn with probability ∝ squared distance to the nearest centre so far).
+    Once there are many centres, up to `per_round` (at most 1/8 of those chosen) are drawn per distance
+    update, so that the update is one matmul instead of k memory-bound vector passes."""
     n = points.shape[0]
     p2 = (points * points).sum(1)
     first = int(torch.randint(n, (1,), generator=generator))
     chosen = [first]
     d2 = (p2 - 2 * points @ points[first] + p2[first]).clamp(min=0)
     while len(chosen) < k:
-        m = min(per_round, k - len(chosen))
+        m = max(1, min(per_round, len(chosen) // 8, k - len(chosen)))
         positive = int((d2 > 0).sum())
         if positive == 0:  # fewer distinct points than k: duplicates, the first one wins every tie
             idx = torch.randint(n, (m,), generator=generator)

@@ -1,0 +1,79 @@
+"""`avtok tokenize`: extracted shards → Parquet token shards with two tokenizers (Ray actors)."""
+
+from __future__ import annotations
+
+import click
+
+KINDS = ["taming", "specvqgan", "patch-kmeans"]
+
+
+@click.command("tokenize")
+@click.option("--extracted", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `avtok extract`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: tokens-NNNNNN.parquet + .stats.json, plan.json, index.json.")
+@click.option("--image-tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Frame tokenizer: taming vqgan_imagenet_f16_1024 last.ckpt, or a patch k-means .safetensors.")
+@click.option("--audio-tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Mel tokenizer: SpecVQGAN VGGSound codebook .ckpt, or a patch k-means .safetensors.")
+@click.option("--image-kind", type=click.Choice(KINDS), default=None,
+              help="Default: patch-kmeans for .safetensors, else taming.")
+@click.option("--audio-kind", type=click.Choice(KINDS), default=None,
+              help="Default: patch-kmeans for .safetensors, else specvqgan.")
+@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]),
+              help="Default: cuda when a GPU is visible (one actor per GPU), else cpu.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Frames (or mels) per forward pass. Default: 64 on GPU, 8 on CPU.")
+@click.option("--fast", is_flag=True,
+              help="bf16 (fp16 on V100) convolutions with fp32 codebook search; default is exact fp32.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Actors. Default: one per GPU, or one CPU actor using every core.")
+@click.option("--address", default=None, help="Ray cluster ('auto' or host:port). Default: a private local Ray.")
+@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--no-ray", is_flag=True, help="Run the shards one by one in this process (debugging; same code).")
+def tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind, audio_kind, device, batch_size, fast,
+             workers, address, max_retries, no_ray) -> None:
+    """Turn every extracted shard into a Parquet token shard (10x256 image tokens + 265 audio tokens
+    per clip, uint16), and write index.json with the tokenizers' fingerprints.
+
+    Re-running finishes an interrupted job: shards with a .stats.json are skipped. Extracted shards
+    made with other mel parameters are refused, and so is a --out made with other tokenizers.
+    """
+    from avtok.pipeline.tokenize import run_tokenize
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="clip", dynamic_ncols=True, desc="tokenize")
+    errors = 0
+
+    def on_plan(total: int, shards: int) -> None:
+        bar.total = total
+        bar.set_description(f"tokenize ({shards} shards)")
+        bar.refresh()
+
+    def progress(ev) -> None:
+        nonlocal errors
+        n, e = (ev.shard_done["rows"] + ev.shard_done["errors"], ev.shard_done["errors"]) if ev.skipped \
+            else (ev.rows, ev.errors)
+        errors += e
+        if n or e:
+            bar.update(n)
+            bar.set_postfix(errors=errors, refresh=False)
+        if ev.failed:
+            tqdm.write(f"shard {ev.shard} failed: {ev.failed}")
+
+    try:
+        summary = run_tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind=image_kind,
+                               audio_kind=audio_kind, device=device, batch_size=batch_size, fast=fast,
+                               workers=workers, address=address, max_retries=max_retries, progress=progress,
+                               on_plan=on_plan, in_process=no_ray)
+    except ValueError as exc:
+        bar.close()
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo("interrupted: finished shards are kept; run the same command again to finish", err=True)
+        raise SystemExit(130) from None
+    bar.close()
+    click.echo(summary.line())
+    if summary.shards_failed:
+        raise SystemExit(1)

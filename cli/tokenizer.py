@@ -1,0 +1,36 @@
+"""`avtok tokenizer ...`: fit tokenizers on the data at hand (patch k-means)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("tokenizer")
+def tokenizer() -> None:
+    """Fit or inspect tokenizers."""
+
+
+@tokenizer.command("fit-kmeans")
+@click.option("--extracted", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Output folder of `avtok extract`.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The .safetensors file to write (holds the image and the audio codebook).")
+@click.option("--k", "k", default=1024, show_default=True, type=click.IntRange(2, 65536),
+              help="Codebook size of each modality.")
+@click.option("--clips", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Clips to sample (all 10 frames and the mel of each).")
+@click.option("--iters", default=8, show_default=True, type=click.IntRange(min=0), help="Lloyd iterations.")
+@click.option("--max-points", default=16384, show_default=True, type=click.IntRange(min=1),
+              help="Patches per modality the k-means runs on (a random sample).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def fit_kmeans(extracted, out, k, clips, iters, max_points, seed) -> None:
+    """Fit 16x16-patch k-means codebooks for frames and mels (k-means++ then Lloyd steps) on a
+    sample of extracted clips; tokenize with --image-tokenizer/--audio-tokenizer FILE."""
+    from avtok.pipeline.fit_kmeans import fit_kmeans_from_extracted
+
+    try:
+        summary = fit_kmeans_from_extracted(extracted, out, k=k, clips=clips, seed=seed, iters=iters,
+                                            max_points=max_points)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(summary.line())
