@@ -34,12 +34,14 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 
 
 def run(name: str, precision: str, batch: int, steps: int, cfg: float, device: torch.device, repeat: int,
-        peak: float | None) -> dict:
+        peak: float | None, compile_model: bool = False) -> dict:
     torch.manual_seed(0)
     config = preset(name)
     model = AVTransformer(config).to(device).eval()
     if precision != "fp32":
         model = model.to(DTYPES[precision])  # weights in half precision: no per-step casts
+    if compile_model:  # static shapes (2B × 521 every step): one compilation, paid in the warm-up
+        model.forward_logits = torch.compile(model.forward_logits)
     tokens = torch.randint(0, config.image_codebook, (batch, N_IMAGE), device=device)
     gen = torch.Generator(device=device)
 
@@ -54,7 +56,7 @@ def run(name: str, precision: str, batch: int, steps: int, cfg: float, device: t
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    once(2)  # warm-up: kernels, allocator
+    once(2)  # warm-up: kernels, allocator, compilation
     secs = min(once(steps) for _ in range(repeat))
     flop = flops_per_sample(config, training=False) * (2 if cfg != 0 else 1) * steps
     rate = batch / secs
@@ -77,6 +79,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense peak of this device (TFLOP/s)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
     if args.threads:
@@ -90,7 +93,7 @@ def main() -> None:
           + ("" if device.type == "cuda" else "  [CPU run: batch and timings are not the GPU target]"))
     for name in args.preset:
         for precision in args.precision:
-            r = run(name, precision, args.batch, args.steps, args.cfg, device, args.repeat, peak)
+            r = run(name, precision, args.batch, args.steps, args.cfg, device, args.repeat, peak, args.compile)
             ceiling = (f"ceiling {r['ceiling_samples_per_s']:.1f} samples/s at {peak:g} TFLOP/s, MFU {r['mfu']:.1%}"
                        if peak is not None else "no peak known (pass --peak-tflops)")
             print(f"{name:5s} {precision:4s} {r['params_M']:7.1f}M params: {r['samples_per_s']:8.2f} samples/s "

@@ -128,7 +128,7 @@ def sample(
     num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
     and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
     cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
-    the confidence. generator: a torch.Generator on the model's device (seeding). callback(t,
+    the confidence. generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
     image_known, audio_known) sees the known masks after each step (progress, tests).
     """
     if task not in TASKS:

@@ -23,6 +23,9 @@ DOCKER = ROOT / "docker"
 # target Volta at all.
 SM70_INDEXES = {"cu118", "cu121", "cu124", "cu126"}
 NO_SM70_INDEXES = re.compile(r"^cu(128|129|13\d)$")
+# torch releases published on the cu126 index: from 2.6 on; PyTorch's RFC for 2.15 (pytorch#190385)
+# removes the CUDA 12.6 builds, i.e. the last V100-capable wheels are 2.14.x.
+CU126_TORCH = ((2, 6), (2, 14))
 # Python minor version that each base image's python3 has (Ray needs one minor version per cluster).
 BASE_PYTHON = {"ubuntu24.04": "3.12", "ubuntu22.04": "3.10"}
 
@@ -129,6 +132,10 @@ def test_gpu_image_pins_a_torch_cuda_pair_that_runs_on_v100():
     assert flavour in SM70_INDEXES and not NO_SM70_INDEXES.match(flavour), (
         f"{flavour} wheels have no sm_70 (V100) kernels; use cu126")
     assert flavour == "cu126"
+    (pin,) = [x.split("==", 1)[1] for x in torch_installs[0] if x.startswith("torch==")]
+    major_minor = tuple(int(x) for x in pin.split(".")[:2])
+    assert CU126_TORCH[0] <= major_minor <= CU126_TORCH[1], (
+        f"torch {pin} has no cu126 (sm_70) build; V100 support needs torch 2.6 ... 2.14")
     # The wheel's CUDA must not be newer than the base image's (the build also asserts torch.version.cuda).
     wheel_minor = int(flavour[4:])
     assert (12, wheel_minor) <= (int(m.group(1)), int(m.group(2)))

@@ -104,8 +104,12 @@ TOKENIZER = {"kind": "patch-kmeans", "fingerprint": "0" * 64, "path": "/nonexist
              "codebook_size": 64}
 
 
-def make_token_folder(folder: Path, n_shards: int = 2, rows: int = 24, codebook: int = 64) -> dict:
-    """A small, valid token folder (index.json + shards) with random tokens; returns the index."""
+def make_token_folder(folder: Path, n_shards: int = 2, rows: int = 24, codebook: int = 64,
+                      test_split: bool = True) -> dict:
+    """A small, valid token folder (index.json + shards) with random tokens; returns the index.
+
+    Without a test split `avtok train` skips its evaluation (which would dominate these tests' time).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     meta = shards.make_meta(image_tokenizer=dict(TOKENIZER, modality="image"),
@@ -115,7 +119,7 @@ def make_token_folder(folder: Path, n_shards: int = 2, rows: int = 24, codebook:
     entries = []
     for n in range(n_shards):
         ids = [f"clip{n}_{i:03d}" for i in range(rows)]
-        splits = ["test" if i % 6 == 0 else "train" for i in range(rows)]
+        splits = ["test" if test_split and i % 6 == 0 else "train" for i in range(rows)]
         entries.append(shards.write_token_shard(
             folder / shards.shard_name(n), meta, ids, ["label"] * rows, splits,
             rng.integers(0, codebook, (rows, shards.N_FRAMES, shards.IMAGE_TOKENS)),
@@ -455,7 +459,7 @@ def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     from avtok.model.checkpoint import load_checkpoint
 
     tokens, run = tmp_path / "tokens", tmp_path / "run"
-    make_token_folder(tokens)
+    make_token_folder(tokens, test_split=False)
     env, marker = stall_env(tmp_path, 3)
     log = tmp_path / "killed.log"
     with open(log, "w") as f:
@@ -485,6 +489,37 @@ def test_train_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     assert expected["step"] == TRAIN_STEPS
     for name, tensor in expected["model"].items():
         assert torch.equal(final["model"][name], tensor), name
+
+
+@pytest.mark.slow
+def test_torchrun_job_killed_mid_checkpoint_continues_when_started_again(tmp_path):
+    from avtok.model.checkpoint import load_checkpoint
+
+    tokens, run = tmp_path / "tokens", tmp_path / "run"
+    make_token_folder(tokens, test_split=False)
+    env, marker = stall_env(tmp_path, 3)  # rank 0 (the one that saves) hangs inside ckpt-3
+    # The README's recipe: one command for the first start and every restart, with --resume.
+    cmd = [exe("torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python",
+           *train_argv(tokens, run, resume=True)]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rank0 = wait_for_stall(proc, marker, log)
+            assert rank0 in descendants(proc.pid)
+            os.kill(rank0, signal.SIGKILL)
+            proc.wait(120)  # torchrun stops the other rank (blocked in a collective) and fails
+        finally:
+            end_process_tree(proc, grace_s=10)
+    assert proc.returncode != 0
+    assert f"--resume: no {run / 'last.pt'} yet" in log.read_text()
+    check_half_written(run, 3)
+
+    again = run_logged(cmd, tmp_path / "again.log", clean_env(), timeout=240)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.stdout.count(f"resumed from {run / 'last.pt'} at step 2") == 1  # printed by rank 0 only
+    assert load_checkpoint(run / "last.pt")["step"] == TRAIN_STEPS
+    assert sorted(p.name for p in run.glob("ckpt-*.pt")) == [f"ckpt-{k}.pt" for k in range(1, TRAIN_STEPS + 1)]
 
 
 def test_train_refuses_a_token_shard_changed_on_disk(tmp_path):
