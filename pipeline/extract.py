@@ -6,6 +6,7 @@ Layout of the output folder:
                    a re-run with a different input or options into the same folder is refused
   errors.parquet   video_id, path, stage, kind, message (rebuilt from every shard's stats each run)
   index.json       counts, MEL_PARAMS, backend, shard list with sha256 (rebuilt each run)
+  .shard-N.inflight  while a shard runs: the video being decoded (see process_shard); removed after
 Every manifest row ends as a sample in its shard's tar or as an errors.parquet row. A shard that
 exhausted its retries has its rows listed with stage "shard" and is redone by the next run.
 """
@@ -76,9 +77,21 @@ def extract_one(row: dict, backend: str = "pyav", strict: bool = False, keep_aud
                            audio=clip.audio if keep_audio else None)
 
 
+def crash_marker_path(output: Path) -> Path:
+    """`.shard-000003.inflight`: keys of videos being decoded when a previous attempt's process died."""
+    return output.with_name(f".{output.name.split('.', 1)[0]}.inflight")
+
+
 def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "pyav", strict: bool = False,
                   keep_audio: bool = False) -> dict:
-    """Runner task: decode every row of one shard, write its tar atomically, return stats + error rows."""
+    """Runner task: decode every row of one shard, write its tar atomically, return stats + error rows.
+
+    A decoder that kills the process (segfault, OOM kill) cannot be caught per video, so the key
+    being decoded is kept in a small marker file beside the output. When Ray retries the shard, a
+    video that was in flight at two crashes becomes an error row ("worker-crashed") instead of
+    crashing every attempt and failing the whole shard (one crash may be a lost node, so the video
+    gets a second chance; this needs max_retries ≥ 2). Markers only live within one run.
+    """
     import torch
 
     from .decode import DecodeError
@@ -87,10 +100,19 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
     torch.set_num_threads(1)  # one core per task; the runner parallelises over shards
     errors: list[dict] = []
     warned = 0
+    marker = crash_marker_path(job.output)
+    in_flight = [k for k in marker.read_text().split("\n") if k] if marker.exists() else []
+    crashed = {k for k in in_flight if in_flight.count(k) >= 2}
 
     def samples():
         nonlocal warned
         for row in job.payload:
+            if row["key"] in crashed:
+                errors.append(_error_row(row, "decode", "worker-crashed",
+                                         "the process decoding this video died (crash or out of memory); skipped on retry"))
+                report(rows=1, errors=1)
+                continue
+            marker.write_text("\n".join([*in_flight, row["key"]]) + "\n")
             try:
                 sample = extract_one(row, backend=backend, strict=strict, keep_audio=keep_audio)
             except DecodeError as exc:
@@ -105,7 +127,12 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
             report(rows=1)
             yield sample
 
-    n = write_extracted_shard(job.output, samples())
+    try:
+        n = write_extracted_shard(job.output, samples())
+    except Exception:  # a Python exception is not a crash: the retry starts with a clean slate
+        marker.unlink(missing_ok=True)
+        raise
+    marker.unlink(missing_ok=True)
     return dict(rows=len(job.payload), samples=n, errors=len(errors), warned=warned,
                 sha256=sha256_file(job.output), error_rows=errors)
 
@@ -183,7 +210,9 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
                              "use another --out (or delete it) to start over")
     else:
         write_json(plan_path, plan)
-    for stale in out.glob(".shard-*.tmp"):  # left by a killed run; the shard is redone below
+    # Left by a killed run: half-written tars (the shard is redone below) and crash markers (a
+    # killed run is not a decoder crash, so every video gets fresh chances).
+    for stale in [*out.glob(".shard-*.tmp"), *out.glob(".shard-*.inflight")]:
         stale.unlink(missing_ok=True)
     jobs = plan_shards(rows, out, shard_size)
     if on_plan:

@@ -99,7 +99,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
         gate = np.convolve(gate, kernel / kernel.sum(), mode="same")
         wave = wave * gate
     if noise:
-        wave = wave + amp * rng.uniform(0.03, 0.25) * rng.standard_normal(n)
+        wave = wave + amp * rng.uniform(0.01, 0.08) * rng.standard_normal(n)
     return wave.astype(np.float32)
 
 
@@ -162,8 +162,8 @@ def _video_filter(k: int, rng: np.random.Generator) -> str:
     """The lavfi graph of one clip's picture: noisy grey background + the class motif."""
     cls = CLASSES[k]
     bg = int(rng.integers(40, 110))
-    noise = int(rng.integers(8, 30))
-    side = int(rng.integers(70, 150))
+    noise = int(rng.integers(4, 14))
+    side = int(rng.integers(90, 170))
     x = int(rng.integers(0, SIZE - side))
     y = int(rng.integers(0, SIZE - side))
     parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}",

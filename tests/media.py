@@ -7,7 +7,9 @@
 * `make_seconds_clip(path, duration=12, ...)`: every second k shows a flat grey of level
   `10 + 20·k` (k = 0..11), so `second_of_frame(rgb)` tells which second a decoded frame is from.
 * `truncate(path, fraction)`, `corrupt_middle(path, n_bytes)`, `make_junk(path)`: broken files.
-* `make_zoo(folder)` → {name: Path}: the odd/broken inputs of the extract acceptance test.
+* `make_zoo(folder, big=True)` → {name: Path}: the odd/broken inputs of the extract acceptance test;
+  `ZOO_ERRORS` names the entries that must end as errors (nothing decodable).
+* `run_ffmpeg(args)`: run the ffmpeg binary quietly with your own arguments (raises with stderr).
 All helpers are deterministic (fixed seeds) and quick (small, short clips unless asked otherwise).
 """
 

@@ -1,8 +1,9 @@
 """Synthetic token shards for the training tests: audio tokens are a fixed function of every frame's tokens.
 
-Each clip belongs to one of `classes` classes. Its 10 frames are the class's image template with a
-fraction `noise` of positions replaced by random tokens (different per frame), and its audio tokens are
-the class's audio template. So whichever frame the trainer picks determines the audio.
+Each clip belongs to one of `classes` classes, which own disjoint ranges of the image codebook. Its 10
+frames are random tokens from its class's range (different per frame; a fraction `noise` of positions
+uniformly random), and its audio tokens are the class's fixed audio template. So whichever frame the
+trainer picks determines the audio.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ def write_synthetic(folder: str | Path, shard_rows: tuple[int, ...] = (96, 64), 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    img_t = rng.integers(0, codebook, (classes, IMAGE_TOKENS))
     aud_t = rng.integers(0, codebook, (classes, AUDIO_TOKENS))
     meta = synth_meta(codebook)
     entries = []
     for s, rows in enumerate(shard_rows):
         n = rows + (test_rows if s == len(shard_rows) - 1 else 0)
         cls = rng.integers(0, classes, n)
-        image = np.repeat(img_t[cls][:, None], N_FRAMES, axis=1)
+        width = codebook // classes
+        image = cls[:, None, None] * width + rng.integers(0, width, (n, N_FRAMES, IMAGE_TOKENS))
         noisy = rng.random(image.shape) < noise
         image = np.where(noisy, rng.integers(0, codebook, image.shape), image)
         splits = ["train"] * rows + ["test"] * (n - rows)

@@ -223,6 +223,7 @@ def test_compose_cluster_has_head_workers_shared_volume_and_shm():
     assert head["build"]["dockerfile"] == "docker/Dockerfile.cpu"
     assert (DOCKER / head["build"]["context"] / head["build"]["dockerfile"]).resolve().is_file()
     assert head["image"] == worker["image"] == "avtok-cpu:latest"
+    assert worker["build"] == head["build"]  # nothing to pull from a registry
     h_argv, w_argv = head["entrypoint"], worker["entrypoint"]
     assert h_argv[:3] == ["ray", "start", "--head"] and "--block" in h_argv
     assert w_argv[:2] == ["ray", "start"] and "--block" in w_argv and "--head" not in w_argv

@@ -133,6 +133,43 @@ def test_failed_shard_is_reported_then_redone(tmp_path, monkeypatch):
     assert _errors(tmp_path / "out") == []
 
 
+CRASHY = """
+import os, pickle, sys
+import avtok.pipeline.extract as ex
+real = ex.extract_one
+ex.extract_one = lambda row, **kw: os._exit(3) if row["key"] == "crash" else real(row, **kw)
+with open(sys.argv[1], "rb") as f:
+    job = pickle.load(f)
+ex.process_shard(job, lambda **k: None)
+"""
+
+
+def test_video_that_kills_the_worker_twice_becomes_an_error(tmp_path):
+    import pickle
+
+    from avtok.pipeline.extract import crash_marker_path, plan_shards, process_shard
+
+    a, b = _small_clips(tmp_path / "v", 2)
+    rows = [ManifestRow("a", str(a)), ManifestRow("crash", str(a)), ManifestRow("b", str(b))]
+    out = tmp_path / "out"
+    out.mkdir()
+    (job,) = plan_shards(rows, out, shard_size=10)
+    (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
+    for attempt in (1, 2):  # what Ray's retries do after a worker died
+        proc = subprocess.run([sys.executable, "-c", CRASHY, str(tmp_path / "job.pkl")], capture_output=True)
+        assert proc.returncode == 3, proc.stderr.decode()
+        assert crash_marker_path(job.output).read_text().split() == ["crash"] * attempt
+    stats = process_shard(job, lambda **k: None)  # third attempt: the crasher is skipped
+    assert (stats["samples"], stats["errors"]) == (2, 1)
+    assert stats["error_rows"][0]["video_id"] == "crash" and stats["error_rows"][0]["kind"] == "worker-crashed"
+    assert not crash_marker_path(job.output).exists()
+    # a new run (e.g. after Ctrl-C) forgets markers: nothing is skipped on the word of an old run
+    crash_marker_path(out / "shard-000000.tar").write_text("crash\ncrash\n")
+    s = run_extract(rows, out, shard_size=10, in_process=True)  # (process_shard alone wrote no stats file)
+    assert (s.samples, s.errors) == (3, 0)
+    assert not crash_marker_path(job.output).exists()
+
+
 def test_cli_help_lists_every_option():
     res = CliRunner().invoke(extract, ["--help"])
     assert res.exit_code == 0

@@ -26,9 +26,12 @@ import pyarrow.parquet as pq
 import pytest
 from avtok.pipeline import shards
 from avtok.pipeline.extracted import read_extracted_shard
+from avtok.pipeline.runner import _remote_task
 from media import make_clip, make_junk
 
-BIN = Path(sys.executable).parent  # the venv's console scripts: avtok, ray
+BIN = Path(sys.executable).parent  # the venv's console scripts: avtok, ray, torchrun
+# A Ray worker's process title while it runs one of the runner's shard tasks (`ray::IDLE` otherwise).
+TASK_TITLE = f"ray::{_remote_task.__name__}"
 
 
 def exe(name: str) -> str:
@@ -215,13 +218,13 @@ def test_ray_worker_killed_mid_extract_loses_and_duplicates_nothing(videos, tmp_
         try:
             deadline = time.monotonic() + 240
             while proc.poll() is None and time.monotonic() < deadline:
-                # SIGKILL a Ray worker while it runs a shard task (its process title is
-                # `ray::_remote_task` only while it executes one): preferably once a shard has
-                # finished (mid-run), at the latest one second after the first task started.
+                # SIGKILL a Ray worker while it runs a shard task (its process title is TASK_TITLE
+                # only while it executes one): preferably once a shard has finished (mid-run), at
+                # the latest one second after the first task started.
                 if not killed:
                     table = proc_table()
                     busy = [pid for pid in descendants(proc.pid, table)
-                            if table[pid][2].startswith("ray::_remote_task")]
+                            if table[pid][2].startswith(TASK_TITLE)]
                     if busy and first_busy is None:
                         first_busy = time.monotonic()
                     if busy and (any(out.glob("*.stats.json")) or time.monotonic() - first_busy > 1.0):
@@ -234,7 +237,7 @@ def test_ray_worker_killed_mid_extract_loses_and_duplicates_nothing(videos, tmp_
     output = log.read_text()
     assert killed, f"never caught a worker running a shard:\n{output[-3000:]}"
     assert proc.returncode == 0, output[-3000:]
-    assert "Task _remote_task failed" in output  # Ray saw the crash and retried that shard
+    assert f"Task {_remote_task.__name__} failed" in output  # Ray saw the crash and retried that shard
     assert f"extracted {N_CLIPS}/{N_CLIPS + 1} videos (1 errors" in output
     assert "FAILED" not in output
     index = check_every_clip_once(videos, out)
@@ -337,7 +340,7 @@ def test_extract_on_a_two_node_cluster_uses_both_nodes(videos, tmp_path, two_nod
         while not stop.is_set():
             table = proc_table()
             for pid, (_, _, cmdline) in table.items():
-                if cmdline.startswith("ray::_remote_task"):
+                if cmdline.startswith(TASK_TITLE):
                     node = two_nodes.node_of(pid, table)
                     if node is not None:
                         ran_on[node].add(pid)
