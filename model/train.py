@@ -353,7 +353,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
         summary = {"steps": end, "ran": ran, "losses": losses, "final_loss": losses[-1] if losses else None,
                    "bad_steps": bad_total, "seconds": elapsed,
                    "samples_per_s": ran * cfg.batch_size / elapsed if ran else None,
-                   "eval": evals[-1] if evals else None, "checkpoint": str(last), "params": num_params(raw)}
+                   "eval": evals[-1] if evals else None, "checkpoint": str(last), "params": num_params(raw),
+                   "rank": rank, "world": world, "rank_samples": ran * per_rank}
         say(f"done: {end} steps, final loss {summary['final_loss']}, {bad_total} skipped, "
             f"{elapsed:.0f} s, checkpoint {last}")
         if world > 1:

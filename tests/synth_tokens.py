@@ -2,7 +2,7 @@
 
 Each clip belongs to one of `classes` classes, which own disjoint ranges of the image codebook. Its 10
 frames are random tokens from its class's range (different per frame; a fraction `noise` of positions
-uniformly random), and its audio tokens are the class's fixed audio template. So whichever frame the
+uniformly random), and its audio tokens are the class's fixed audio template (one token per mel row). So whichever frame the
 trainer picks determines the audio.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 from avtok.pipeline.shards import (
-    AUDIO_TOKENS,
     IMAGE_TOKENS,
     N_FRAMES,
     make_meta,
@@ -36,7 +35,8 @@ def write_synthetic(folder: str | Path, shard_rows: tuple[int, ...] = (96, 64), 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    aud_t = rng.integers(0, codebook, (classes, AUDIO_TOKENS))
+    # one token per mel-band row and class, held over the 53 time steps (a class "spectral signature")
+    aud_t = np.repeat(rng.integers(0, codebook, (classes, AUDIO_GRID[0])), AUDIO_GRID[1], axis=1)
     meta = synth_meta(codebook)
     entries = []
     for s, rows in enumerate(shard_rows):

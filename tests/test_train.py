@@ -1,0 +1,157 @@
+"""Training: learnability on synthetic tokens, exact resume, bad token folders, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from avtok.cli.main import cli
+from avtok.model.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from avtok.model.train import TrainConfig, TrainingError, train
+from avtok.pipeline.shards import write_token_index, write_token_shard
+from click.testing import CliRunner
+from synth_tokens import synth_meta, write_synthetic
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.slow
+def test_tiny_learns_image_to_audio(tmp_path):
+    # 4 classes own disjoint image-token ranges; audio = the class's template: any frame determines it.
+    write_synthetic(tmp_path / "tok", shard_rows=(100, 60), test_rows=32, classes=4, codebook=16)
+    s = train(TrainConfig(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny",
+                          batch_size=16, steps=150, lr=5e-3, min_lr=5e-4, warmup_steps=5, eval_every=150,
+                          eval_samples=32, ckpt_every=150, log_every=50), log=quiet)
+    ev = s["eval"]
+    assert ev["i2a_acc"] >= 0.9, ev
+    assert ev["i2a_nll"] < 0.5 * ev["uncond_audio_nll"], ev
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [50, 100, 150]
+    assert rows[-1]["eval"]["i2a_acc"] == ev["i2a_acc"]
+    # the checkpoint carries the tokenizer records and rebuilds the model
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["tokenizers"]["audio"]["fingerprint"] == "f" * 64
+    assert ck["tokenizers"]["image"]["codebook_size"] == 16
+    assert model_from_checkpoint(ck).cfg.audio_codebook == 16
+
+
+def small_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny", batch_size=4, steps=20,
+                lr=2e-3, warmup_steps=3, eval_every=1000, eval_samples=8, ckpt_every=1000, log_every=1, seed=7,
+                model_overrides={"dropout": 0.1}, ema=True, ema_decay=0.99)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_resume_is_exact(tmp_path):
+    write_synthetic(tmp_path / "tok", shard_rows=(7, 6), test_rows=3, classes=2, codebook=8)
+    straight = train(small_cfg(tmp_path, out=str(tmp_path / "a")), log=quiet)
+    first = train(small_cfg(tmp_path, out=str(tmp_path / "b"), stop_at=10), log=quiet)
+    assert first["ran"] == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
+    second = train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True), log=quiet)
+    assert second["ran"] == 10
+    assert first["losses"] + second["losses"] == straight["losses"]  # bit for bit
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["step"] == b["step"] == 20 and b["data"]["position"] == 80
+    for part in ("model", "ema"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
+    exp_a = a["optimizer"]["state"][0]["exp_avg"]
+    assert torch.equal(exp_a, b["optimizer"]["state"][0]["exp_avg"])
+    # metrics.jsonl holds each step once
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 21))
+    assert [r["step"] for r in rows if "eval" in r] == [10, 20]
+    # resuming with a different batch is refused
+    with pytest.raises(TrainingError, match="batch_size"):
+        train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True, batch_size=8, steps=30), log=quiet)
+
+
+def test_non_finite_losses_are_skipped_then_stop(tmp_path, monkeypatch):
+    write_synthetic(tmp_path / "tok", shard_rows=(8,), test_rows=2, classes=2, codebook=8)
+    from avtok.model import transformer
+
+    real = transformer.AVTransformer.forward
+
+    def nan_forward(self, *a, **k):
+        loss, stats = real(self, *a, **k)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(transformer.AVTransformer, "forward", nan_forward)
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row"):
+        train(small_cfg(tmp_path, max_bad_steps=3, ema=False), log=quiet)
+
+
+def write_bad_folder(tmp_path, kind: str):
+    folder = tmp_path / kind
+    if kind == "missing-index":
+        write_synthetic(folder, shard_rows=(4,), test_rows=1)
+        (folder / "index.json").unlink()
+    elif kind == "mixed":
+        write_synthetic(folder, shard_rows=(4,), test_rows=1)
+        other = synth_meta(32, fingerprint="0" * 64)
+        import numpy as np
+
+        entry = write_token_shard(folder / "tokens-000001.parquet", other, ["x"], [""], ["train"],
+                                  np.zeros((1, 10, 256), np.uint16), np.zeros((1, 265), np.uint16))
+        index = json.loads((folder / "index.json").read_text())
+        meta = {k: v for k, v in index.items() if k not in ("shards", "rows")}
+        write_token_index(folder, meta, index["shards"] + [entry])
+    elif kind == "grid":
+        write_synthetic(folder, shard_rows=(4,), test_rows=1)
+        index = json.loads((folder / "index.json").read_text())
+        index["image_grid"] = [8, 8]
+        (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.mark.parametrize("kind,needle", [("missing-index", "index.json: missing"),
+                                         ("mixed", "tokens-000001.parquet: image_tokenizer"),
+                                         ("grid", "image_grid is [8, 8]")])
+def test_bad_shards_folder_stops_with_clear_message(tmp_path, kind, needle):
+    folder = write_bad_folder(tmp_path, kind)
+    res = CliRunner().invoke(cli, ["train", "--shards", str(folder), "--out", str(tmp_path / "run"),
+                                   "--preset", "tiny", "--steps", "1", "--batch-size", "2"])
+    assert res.exit_code != 0
+    assert needle in res.output, res.output
+    assert str(folder) in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_dry_run_prints_table_with_total_last():
+    res = CliRunner().invoke(cli, ["train", "--preset", "large", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[-1] == "total 409,409,536 (409.4M)"
+    assert "  dec_depth: 8" in lines and "  drop_rule: extend" in lines
+    res = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--dry-run", "--set", "dec_depth=3"])
+    assert "  dec_depth: 3" in res.output.splitlines()
+
+
+def test_cli_trains_and_checkpoint_loads(tmp_path):
+    write_synthetic(tmp_path / "tok", shard_rows=(6,), test_rows=2, classes=2, codebook=8)
+    res = CliRunner().invoke(cli, ["train", "--shards", str(tmp_path / "tok"), "--out", str(tmp_path / "run"),
+                                   "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--eval-every", "3",
+                                   "--log-every", "1", "--ema"])
+    assert res.exit_code == 0, res.output
+    assert "step 3/3 | loss" in res.output and "samples/s" in res.output and "MFU" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("trained 3 steps")
+    assert (tmp_path / "run" / "last.pt").is_symlink()
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ck["ema"] is not None and ck["step"] == 3
+    assert ck["config"]["image_codebook"] == 8
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not an avtok checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
