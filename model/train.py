@@ -278,7 +278,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any
                 img, aud = data.gather(clips, frames, device)
                 slot_seed = seed_for("step", cfg.seed, step, rank * accum + m)
                 torch.manual_seed(slot_seed)  # dropout
-                gen = torch.Generator(device=device).manual_seed(slot_seed)  # masks
+                # masks: own generator in eager mode; compiled graphs take the (just seeded) global RNG
+                gen = None if cfg.compile else torch.Generator(device=device).manual_seed(slot_seed)
                 sync = model.no_sync() if world > 1 and m < accum - 1 else nullcontext()
                 with sync, autocast:
                     loss, stats = model(img, aud, generator=gen)

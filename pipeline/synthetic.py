@@ -87,7 +87,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     n = int(round(sr * duration_s))
     t = np.arange(n) / sr
     f = cls.pitch_hz * rng.uniform(0.98, 1.02)
-    amp = rng.uniform(0.15, 0.5)
+    amp = rng.uniform(0.25, 0.4)
     wave = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     if cls.rhythm == "pulse":
         phase = rng.uniform(0, 1 / PULSE_HZ)
@@ -99,7 +99,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
         gate = np.convolve(gate, kernel / kernel.sum(), mode="same")
         wave = wave * gate
     if noise:
-        wave = wave + amp * rng.uniform(0.01, 0.08) * rng.standard_normal(n)
+        wave = wave + amp * rng.uniform(0.01, 0.04) * rng.standard_normal(n)
     return wave.astype(np.float32)
 
 

@@ -154,11 +154,11 @@ def _encode_all(tok, x_uint8_or_float: np.ndarray, to_input: Callable, batch_siz
 
     out = []
     for s in range(0, len(x_uint8_or_float), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(x_uint8_or_float[s:s + batch_size]))
-        if tok.device.type == "cuda":
-            chunk = chunk.pin_memory().to(tok.device, non_blocking=True)
-        out.append(tok.encode(to_input(chunk)).to(torch.int32).cpu().numpy())
-    return np.concatenate(out).astype(np.uint16) if out else np.zeros((0, 1), np.uint16)
+        # uint8/fp16 cross to the device and are converted there (4×/2× fewer bytes than float32)
+        chunk = torch.from_numpy(np.ascontiguousarray(x_uint8_or_float[s:s + batch_size])).to(tok.device)
+        out.append(tok.encode(to_input(chunk)).to(torch.int32))
+    # one device→host copy per chunk, so the GPU is not stalled after every batch
+    return torch.cat(out).cpu().numpy().astype(np.uint16) if out else np.zeros((0, 1), np.uint16)
 
 
 def tokenize_shard(extracted_path: str | os.PathLike, out_path: str | os.PathLike, image_tok, audio_tok,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from avtok.pipeline.shards import (
+    AUDIO_GRID,
     IMAGE_TOKENS,
     N_FRAMES,
     make_meta,

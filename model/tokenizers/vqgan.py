@@ -43,9 +43,17 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
-def _swish(x: torch.Tensor, fast: bool) -> torch.Tensor:
-    # The reference writes x*sigmoid(x); F.silu is the same function in one fused kernel.
-    return F.silu(x) if fast else x * torch.sigmoid(x)
+def _swish(x: torch.Tensor, fast: bool, inplace: bool = False) -> torch.Tensor:
+    # The reference writes x*sigmoid(x); F.silu is the same function in one fused kernel. In place
+    # (x is a fresh GroupNorm output) the values are bit-identical and no new activation is allocated.
+    if fast:
+        return F.silu(x, inplace=inplace)
+    return x.mul_(torch.sigmoid(x)) if inplace else x * torch.sigmoid(x)
+
+
+def _inplace(module: nn.Module) -> bool:
+    """In-place activations/residuals only where autograd cannot need the overwritten values."""
+    return module.inplace and not torch.is_grad_enabled()
 
 
 class ResnetBlock(nn.Module):
@@ -57,13 +65,15 @@ class ResnetBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         self.fast = False
+        self.inplace = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x), self.fast))
-        h = self.conv2(_swish(self.norm2(h), self.fast))  # dropout is 0.0 in both configs
+        inplace = _inplace(self)
+        h = self.conv1(_swish(self.norm1(x), self.fast, inplace))
+        h = self.conv2(_swish(self.norm2(h), self.fast, inplace))  # dropout is 0.0 in both configs
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)
-        return x + h
+        return h.add_(x) if inplace else x + h  # float addition commutes: same bits either way
 
 
 class AttnBlock(nn.Module):
@@ -77,6 +87,7 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
         self.fast = False
+        self.inplace = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
@@ -91,7 +102,8 @@ class AttnBlock(nn.Module):
             w = torch.bmm(q.reshape(b, c, hh * ww).permute(0, 2, 1), k.reshape(b, c, hh * ww))
             w = torch.softmax(w * (int(c) ** (-0.5)), dim=2)
             out = torch.bmm(v.reshape(b, c, hh * ww), w.permute(0, 2, 1)).reshape(b, c, hh, ww)
-        return x + self.proj_out(out)
+        h = self.proj_out(out)
+        return h.add_(x) if _inplace(self) else x + h
 
 
 class Downsample(nn.Module):
@@ -140,6 +152,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         self.fast = False
+        self.inplace = True
         ch, mult = cfg.ch, tuple(cfg.ch_mult)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, 1, 1)
         in_mult = (1,) + mult
@@ -172,13 +185,14 @@ class Encoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(_swish(self.norm_out(h), self.fast))
+        return self.conv_out(_swish(self.norm_out(h), self.fast, _inplace(self)))
 
 
 class Decoder(nn.Module):
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         self.fast = False
+        self.inplace = True
         ch, mult = cfg.ch, tuple(cfg.ch_mult)
         n_levels = len(mult)
         block_in = ch * mult[-1]
@@ -211,7 +225,7 @@ class Decoder(nn.Module):
                     h = level.attn[i](h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(_swish(self.norm_out(h), self.fast))  # no tanh, no clamp
+        return self.conv_out(_swish(self.norm_out(h), self.fast, _inplace(self)))  # no tanh, no clamp
 
 
 class VectorQuantizer(nn.Module):
@@ -256,6 +270,12 @@ class VQGAN(nn.Module):
         for m in self.modules():
             if hasattr(m, "fast"):
                 m.fast = fast
+
+    def set_inplace(self, inplace: bool) -> None:
+        """In-place activations and residual adds when grad is off (default on; same values, less memory)."""
+        for m in self.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = inplace
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """Token grid of an input size (pad-then-stride: floor((n-2)/2)+1 per downsampling)."""

@@ -87,7 +87,8 @@ class VQGANTokenizer:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             z = m.quant_conv(m.encoder(x))
-        return m.quantize.indices(z.float())  # distances in fp32, outside autocast
+        with exact_numerics():  # distances in true fp32 (no autocast, no TF32)
+            return m.quantize.indices(z.float())
 
     @torch.inference_mode()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
