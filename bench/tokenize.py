@@ -5,7 +5,7 @@ architectures (random weights), for three ways of running them, plus fast-mode i
          out-of-place ops (how the reference code is usually called: one `model.encode(x)` per image)
   exact  avtok's exact mode: batched, inference_mode, fp32, TF32 off, reference op order, in-place
          activations/residual adds (bit-identical values, far fewer large allocations)
-  fast   avtok's fast mode: batched, bf16 autocast convs (fp16 on pre-Ampere GPUs), channels_last on
+  fast   avtok's fast mode: batched, fp16 (GPU) / bf16 (CPU) autocast convs, channels_last on
          GPU, SDPA attention, fused SiLU; nearest-codebook search in fp32
 
     python bench/tokenize.py                      # CPU: 2 clips, few repetitions (slow hardware)
@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="frames/mels per forward (default 64 GPU, 11 CPU)")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per mode (default 3 GPU, 2 CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--fast-dtype", choices=["auto", "bf16", "fp16"], default="auto",
+                    help="autocast dtype of fast mode (auto: fp16 on GPU, bf16 on CPU)")
     ap.add_argument("--explore", action="store_true")
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
@@ -133,10 +135,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; fast dtype {fast_dtype(device)}; {clips} clips "
+    fdt = {"auto": fast_dtype(device), "bf16": torch.bfloat16, "fp16": torch.float16}[args.fast_dtype]
+    print(f"device: {name}; torch {torch.__version__}; fast dtype {fdt}; {clips} clips "
           f"= {clips * 10} frames + {clips} mels; batch {bs}; {reps} reps")
 
     img, aud = random_tokenizer("taming", device, 0), random_tokenizer("specvqgan", device, 1)
+    chosen = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.fast_dtype]
+    img.fast_dtype = aud.fast_dtype = chosen
     frames = smooth_inputs(clips * 10, 3, (256, 256), device, 2)
     mels = smooth_inputs(clips, 1, (80, 848), device, 3)
 

@@ -25,7 +25,7 @@ KINDS = ["taming", "specvqgan", "patch-kmeans"]
 @click.option("--batch-size", default=None, type=click.IntRange(min=1),
               help="Frames (or mels) per forward pass. Default: 64 on GPU, 8 on CPU.")
 @click.option("--fast", is_flag=True,
-              help="bf16 (fp16 on V100) convolutions with fp32 codebook search; default is exact fp32.")
+              help="fp16 (GPU) / bf16 (CPU) convolutions with an fp32 codebook search; default is exact fp32.")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
               help="Actors. Default: one per GPU, or one CPU actor using every core.")
 @click.option("--address", default=None, help="Ray cluster ('auto' or host:port). Default: a private local Ray.")

@@ -29,16 +29,20 @@ def one_thread():
 @pytest.mark.slow
 def test_tiny_learns_image_to_audio(tmp_path):
     # 4 classes own disjoint image-token ranges; audio = the class's template: any frame determines it.
-    # Paper defaults for masking (truncated Gaussian, 50% drop); ~1 min on 2 idle cores.
+    # Paper masking (truncated Gaussian, 50% drop) plus condition drop 0.25: the synthetic audio is so
+    # easy to copy within its own modality that, in a 2-minute budget, the rare fully masked audio of the
+    # paper's schedule leaves image→audio from a *fully visible* frame (never seen in training, where at
+    # least half of each modality is dropped) hit or miss. ~1 min on 2 idle cores.
     write_synthetic(tmp_path / "tok", shard_rows=(100, 60), test_rows=32, classes=4, codebook=16)
     s = train(TrainConfig(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny",
-                          batch_size=16, steps=140, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_every=140,
-                          eval_samples=32, ckpt_every=140, log_every=70), log=quiet)
+                          model_overrides={"full_mask_prob": 0.25}, batch_size=16, steps=100, lr=3e-3,
+                          min_lr=3e-4, warmup_steps=5, eval_every=50, eval_samples=32, ckpt_every=100,
+                          log_every=50, seed=1), log=quiet)
     ev = s["eval"]
     assert ev["i2a_acc"] >= 0.9, ev
     assert ev["i2a_nll"] < 0.5 * ev["uncond_audio_nll"], ev
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "loss" in r] == [70, 140]
+    assert [r["step"] for r in rows if "loss" in r] == [50, 100]
     assert rows[-1]["eval"]["i2a_acc"] == ev["i2a_acc"]
     # the checkpoint carries the tokenizer records and rebuilds the model
     ck = load_checkpoint(tmp_path / "run" / "last.pt")

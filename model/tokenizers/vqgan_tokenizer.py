@@ -22,8 +22,9 @@ class VQGANTokenizer:
     """encode(x [B,C,H,W] in [-1,1]) -> LongTensor [B, H'*W'] row-major; decode(indices) -> [B,C,H,W].
 
     `fast = False` (default): fp32, TF32 off, the reference op order: the published code's indices.
-    `fast = True`: autocast convs (bf16, fp16 on pre-Ampere GPUs), channels_last on GPU, SDPA attention
-    and fused SiLU; the nearest-codebook search stays fp32.
+    `fast = True`: autocast convs (fp16 on GPU, bf16 on CPU; `fast_dtype` overrides), channels_last on
+    GPU, SDPA attention and fused SiLU; the nearest-codebook search stays fp32, and a batch whose z
+    overflowed is redone in fp32.
     """
 
     def __init__(self, model: VQGAN, kind: str, path: str, fingerprint: str, input_size: tuple[int, int],
@@ -36,6 +37,7 @@ class VQGANTokenizer:
         self.channels = model.cfg.in_channels
         self.device = torch.device("cpu")
         self._fast = False
+        self.fast_dtype: torch.dtype | None = None  # None: fp16 on GPU, bf16 on CPU (vqgan.fast_dtype)
 
     @property
     def fast(self) -> bool:
@@ -73,7 +75,7 @@ class VQGANTokenizer:
                              f"got {tuple(x.shape)}")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=fast_dtype(self.device))
+        return torch.autocast(self.device.type, dtype=self.fast_dtype or fast_dtype(self.device))
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,8 @@ class VQGANTokenizer:
         with self._autocast():
             z = m.quant_conv(m.encoder(x))
         with exact_numerics():  # distances in true fp32 (no autocast, no TF32)
+            if not bool(torch.isfinite(z).all()):  # fp16 overflow: this batch again in fp32
+                return m.encode_indices(x.contiguous())
             return m.quantize.indices(z.float())
 
     @torch.inference_mode()
