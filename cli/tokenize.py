@@ -12,9 +12,9 @@ KINDS = ["taming", "specvqgan", "patch-kmeans"]
               help="Output folder of `avtok extract`.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: tokens-NNNNNN.parquet + .stats.json, plan.json, index.json.")
-@click.option("--image-tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--image-tokenizer", "--image-vqgan", "image_tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Frame tokenizer: taming vqgan_imagenet_f16_1024 last.ckpt, or a patch k-means .safetensors.")
-@click.option("--audio-tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--audio-tokenizer", "--audio-vqgan", "audio_tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Mel tokenizer: SpecVQGAN VGGSound codebook .ckpt, or a patch k-means .safetensors.")
 @click.option("--image-kind", type=click.Choice(KINDS), default=None,
               help="Default: patch-kmeans for .safetensors, else taming.")

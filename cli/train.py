@@ -72,6 +72,8 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
         summary = run_train(cfg, log=click.echo)
     except (ShardError, TrainingError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
+    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+        return
     ev = summary["eval"] or {}
     tail = f", i2a acc {ev['i2a_acc']:.3f}" if ev else ""
     click.echo(f"trained {summary['steps']} steps, final loss {summary['final_loss']:.4f}{tail} -> {summary['checkpoint']}")

@@ -95,7 +95,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # capability, not is_bf16_supported(): that one reports emulated bf16 as supported on V100 (sm70)
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     if name not in table:
         raise TrainingError(f"precision must be auto, bf16, fp16 or fp32, got {name!r}")
     return table[name]

@@ -40,7 +40,8 @@ class DemoOptions:
     out: str = "avtok_demo"
     clips_per_class: int = 20
     test_per_class: int = 5
-    codebook: int = 64  # k of both patch k-means codebooks
+    image_codebook: int = 64  # k of the frame-patch k-means codebook
+    audio_codebook: int = 32  # k of the mel-patch codebook: few codes, so noise-floor patches share a handful
     # One encoder and one decoder block; no token drop, so training sees what inference sees (every
     # condition token); mask ratios spread over [0, 1] so that "image visible, audio mostly masked" (the
     # image→audio task) is common instead of the ~1 % of steps the paper's N(0.7, 0.25) on [0.2, 1] gives.
@@ -49,7 +50,7 @@ class DemoOptions:
         "mask_std": 0.5})
     kmeans_iters: int = 10
     kmeans_points: int = 8192
-    train_steps: int = 300
+    train_steps: int = 400
     batch_size: int = 32
     lr: float = 2e-3
     sample_steps: int = 12
@@ -100,7 +101,9 @@ def stage_extract(manifest: Path, out: Path, o: DemoOptions, say: Say) -> Path:
 
 def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     """Both codebooks fit on frames and mels of the *train* clips only (the test clips stay unseen)."""
-    from avtok.model.tokenizers.patch_kmeans import fit_patch_kmeans
+    import torch
+    from avtok.model.tokenizers import frames_to_input, mel_to_input
+    from avtok.model.tokenizers.patch_kmeans import fit_codebook, save_patch_kmeans
 
     from .extracted import read_extracted_shard
 
@@ -114,8 +117,14 @@ def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
             if s.meta.get("split") == "train":
                 frames.append(s.frames[::3])  # frames 0, 3, 6, 9: the picture barely changes within a clip
                 mels.append(s.mel.astype(np.float32))
-    fit_patch_kmeans(np.concatenate(frames), np.stack(mels), path, k=o.codebook, iters=o.kmeans_iters,
-                     max_points=o.kmeans_points, seed=o.seed)
+    with torch.no_grad():
+        img = fit_codebook(frames_to_input(np.concatenate(frames)), o.image_codebook, o.kmeans_iters,
+                           o.kmeans_points, o.seed)
+        aud = fit_codebook(mel_to_input(np.stack(mels)), o.audio_codebook, o.kmeans_iters, o.kmeans_points,
+                           o.seed + 1)
+    save_patch_kmeans(path, img, aud, {"image_k": o.image_codebook, "audio_k": o.audio_codebook,
+                                       "iters": o.kmeans_iters, "max_points": o.kmeans_points, "seed": o.seed,
+                                       "clips": len(mels), "split": "train"})
     return path
 
 

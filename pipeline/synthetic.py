@@ -2,8 +2,8 @@
 
 K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
 
-* pitch index p ∈ 0..3 → a pure tone of 300, 640, 1370 or 2930 Hz (about an octave apart, so they land
-  in clearly different mel bins / token rows of the 5×53 audio grid);
+* pitch index p ∈ 0..3 → a pure tone of 440, 1000, 1800 or 3200 Hz (≥ 1.78× apart; each sits in the
+  middle of its own token row of the 5×53 audio grid);
 * rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, random phase): ten onsets vs one;
 * the picture is a square of the class's own colour on a noisy grey background, solid for a steady tone
   and striped for a pulsed one, at a random position and size.
@@ -35,7 +35,9 @@ SAMPLE_RATE = 22050
 DURATION_S = 10.0
 SIZE = 256
 FPS = 5
-PITCHES_HZ = (300.0, 640.0, 1370.0, 2930.0)
+# one tone per mel-token row, each near the middle of its row's 16 mel bins (bins ≈ 8, 24, 40, 56 of 80):
+# the tone's patches then look the same from clip to clip, whatever the ±2 % jitter
+PITCHES_HZ = (440.0, 1000.0, 1800.0, 3200.0)
 RHYTHMS = ("steady", "pulse")
 PULSE_HZ = 1.0  # one 0.5 s beep per second
 PULSE_THRESHOLD = 4  # onsets: steady gives 1, pulse gives ~10

@@ -300,6 +300,9 @@ def _plan(out: Path, meta: dict, extracted: Path) -> dict:
         if old_ident != ident or _json_norm(old["meta"]["mel"]) != _json_norm(meta["mel"]):
             raise TokenizeError(f"{out} already holds tokens made with other tokenizers ({old_ident} vs {ident}); "
                                 "use another --out (or delete it) to start over")
+        if old.get("extracted") != str(extracted.resolve()):
+            raise TokenizeError(f"{out} holds tokens of {old.get('extracted')}, not of {extracted.resolve()}; "
+                                "use another --out (or delete it) to start over")
         return old["meta"]  # same weights: keep the recorded paths so every shard's metadata agrees
     write_json(plan_path, {"meta": meta, "extracted": str(extracted.resolve())})
     return meta

@@ -31,13 +31,16 @@ def synth_meta(codebook: int = 32, fingerprint: str = "f" * 64) -> dict:
 
 
 def write_synthetic(folder: str | Path, shard_rows: tuple[int, ...] = (96, 64), test_rows: int = 32,
-                    classes: int = 8, codebook: int = 32, noise: float = 0.3, seed: int = 0) -> dict:
+                    classes: int = 8, codebook: int = 32, noise: float = 0.3, seed: int = 0,
+                    audio_rows: bool = True) -> dict:
     """Write token shards (train rows per shard as given, plus `test_rows` test clips in the last shard)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    # one token per mel-band row and class, held over the 53 time steps (a class "spectral signature")
-    aud_t = np.repeat(rng.integers(0, codebook, (classes, AUDIO_GRID[0])), AUDIO_GRID[1], axis=1)
+    if audio_rows:  # one token per mel-band row and class, held over the 53 time steps
+        aud_t = np.repeat(rng.integers(0, codebook, (classes, AUDIO_GRID[0])), AUDIO_GRID[1], axis=1)
+    else:  # an independent token per position and class
+        aud_t = rng.integers(0, codebook, (classes, AUDIO_GRID[0] * AUDIO_GRID[1]))
     meta = synth_meta(codebook)
     entries = []
     for s, rows in enumerate(shard_rows):

@@ -148,6 +148,9 @@ def test_other_tokenizer_into_same_folder_is_refused(setup, tmp_path):
     other = fit_patch_kmeans(make_frames(2, rng), make_mels(2, rng), tmp_path / "other.safetensors", k=8, iters=1)
     with pytest.raises(TokenizeError, match="already holds tokens made with other tokenizers"):
         _run(extracted, other, out)
+    elsewhere = _write_extracted(tmp_path / "ex2", sizes=(1,))
+    with pytest.raises(TokenizeError, match="holds tokens of .*, not of"):
+        _run(elsewhere, km, out)
 
 
 def test_bad_sample_is_an_error_row_not_a_failed_shard(setup, tmp_path):
