@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .shard_progress import run_sharded
+
 
 @click.command("extract")
 @click.option("--videos", required=True,
@@ -33,44 +35,9 @@ def extract(videos, out, shard_size, backend, workers, address, keep_audio, stri
     be decoded are listed in errors.parquet; the command still exits 0.
     """
     from avtok.pipeline.extract import run_extract
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="clip", dynamic_ncols=True, desc="extract")
-    errors = 0
-
-    def on_plan(total: int, shards: int) -> None:
-        bar.total = total
-        bar.set_description(f"extract ({shards} shards)")
-        bar.refresh()
-
-    seen: dict[int, list[int]] = {}  # shard -> [rows, errors] shown so far
-
-    def progress(ev) -> None:
-        nonlocal errors
-        shown = seen.setdefault(ev.shard, [0, 0])
-        n, e = ev.rows, ev.errors
-        if ev.shard_done is not None:
-            # exact counts from the shard's stats (a retried shard may have reported rows twice)
-            n, e = ev.shard_done["rows"] - shown[0], ev.shard_done["errors"] - shown[1]
-        shown[0] += n
-        shown[1] += e
-        errors += e
-        if n or e:
-            bar.update(n)
-            bar.set_postfix(errors=errors, refresh=False)
-        if ev.failed:
-            tqdm.write(f"shard {ev.shard} failed: {ev.failed}")
-
-    try:
-        summary = run_extract(videos, out, shard_size=shard_size, backend=backend, workers=workers,
-                              address=address, keep_audio=keep_audio, strict=strict, max_retries=max_retries,
-                              progress=progress, in_process=no_ray, on_plan=on_plan)
-    except ValueError as exc:
-        bar.close()
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        bar.close()
-        click.echo("interrupted: finished shards are kept; run the same command again to finish", err=True)
-        raise SystemExit(130) from None
-    bar.close()
+    summary = run_sharded(
+        "extract", lambda s: (s["rows"], s["errors"]),
+        lambda progress, on_plan: run_extract(videos, out, shard_size=shard_size, backend=backend, workers=workers,
+                          address=address, keep_audio=keep_audio, strict=strict, max_retries=max_retries,
+                          progress=progress, in_process=no_ray, on_plan=on_plan))
     click.echo(summary.line())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .shard_progress import run_sharded
+
 KINDS = ["taming", "specvqgan", "patch-kmeans"]
 
 
@@ -40,40 +42,12 @@ def tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind, audio
     made with other mel parameters are refused, and so is a --out made with other tokenizers.
     """
     from avtok.pipeline.tokenize import run_tokenize
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="clip", dynamic_ncols=True, desc="tokenize")
-    errors = 0
-
-    def on_plan(total: int, shards: int) -> None:
-        bar.total = total
-        bar.set_description(f"tokenize ({shards} shards)")
-        bar.refresh()
-
-    def progress(ev) -> None:
-        nonlocal errors
-        n, e = (ev.shard_done["rows"] + ev.shard_done["errors"], ev.shard_done["errors"]) if ev.skipped \
-            else (ev.rows, ev.errors)
-        errors += e
-        if n or e:
-            bar.update(n)
-            bar.set_postfix(errors=errors, refresh=False)
-        if ev.failed:
-            tqdm.write(f"shard {ev.shard} failed: {ev.failed}")
-
-    try:
-        summary = run_tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind=image_kind,
-                               audio_kind=audio_kind, device=device, batch_size=batch_size, fast=fast,
-                               workers=workers, address=address, max_retries=max_retries, progress=progress,
-                               on_plan=on_plan, in_process=no_ray)
-    except ValueError as exc:
-        bar.close()
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        bar.close()
-        click.echo("interrupted: finished shards are kept; run the same command again to finish", err=True)
-        raise SystemExit(130) from None
-    bar.close()
+    summary = run_sharded(
+        "tokenize", lambda s: (s["rows"] + s["errors"], s["errors"]),
+        lambda progress, on_plan: run_tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind=image_kind,
+                           audio_kind=audio_kind, device=device, batch_size=batch_size, fast=fast,
+                           workers=workers, address=address, max_retries=max_retries, progress=progress,
+                           on_plan=on_plan, in_process=no_ray))
     click.echo(summary.line())
     if summary.shards_failed:
         raise SystemExit(1)

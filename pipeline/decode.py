@@ -59,6 +59,34 @@ def error_text(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}"[:limit]
 
 
+@dataclass
+class Probe:
+    """What the container header says (may lie on truncated files)."""
+
+    width: int
+    height: int
+    fps: float
+    duration: float
+    has_audio: bool
+    start: float  # container start time in seconds (non-zero for some mpeg-ts/webm files)
+
+
+def probe(path: str) -> Probe:
+    """Read the container header with PyAV; DecodeError if it cannot be opened or has no video stream."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as c:
+            if not c.streams.video:
+                raise DecodeError("no video stream", stage="open", kind="no-video-stream")
+            vs = c.streams.video[0]
+            return Probe(width=vs.width, height=vs.height, fps=float(vs.average_rate or vs.guessed_rate or 0),
+                         duration=(c.duration or 0) / 1e6, has_audio=bool(c.streams.audio),
+                         start=max(c.start_time or 0, 0) / 1e6)
+    except (av.FFmpegError, OSError) as exc:
+        raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
+
+
 def target_times(start_s: float) -> list[float]:
     """Times (s) of the frames to pick: start_s + i + 0.5 for i = 0..9."""
     return [start_s + (i + 0.5) * CLIP_SECONDS / N_FRAMES for i in range(N_FRAMES)]

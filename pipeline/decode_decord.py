@@ -7,7 +7,6 @@ files and bundles its own FFmpeg 4.1 (facts/pipeline.md §2.4).
 
 from __future__ import annotations
 
-import av
 import numpy as np
 
 from .decode import (
@@ -17,30 +16,19 @@ from .decode import (
     error_text,
     finish_clip,
     pick_indices,
+    probe,
     scaled_size,
     target_times,
 )
 from .decode_pyav import decode_pyav
 
 
-def _probe(path: str) -> tuple[int, int, float, float]:
-    """(width, height, fps, duration) from the container header."""
-    try:
-        with av.open(path, metadata_errors="ignore") as c:
-            if not c.streams.video:
-                raise DecodeError("no video stream", stage="open", kind="no-video-stream")
-            vs = c.streams.video[0]
-            fps = float(vs.average_rate or vs.guessed_rate or 0)
-            return vs.width, vs.height, fps, (c.duration or 0) / 1e6
-    except (av.FFmpegError, OSError) as exc:
-        raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
-
-
 def decode_decord(path: str, start_s: float = 0.0, *, strict: bool = False, threads: int = 1) -> DecodedClip:
     """See `avtok.pipeline.decode.decode`."""
     import decord
 
-    width, height, fps, duration = _probe(path)
+    p = probe(path)
+    width, height, fps, duration = p.width, p.height, p.fps, p.duration
     w, h = scaled_size(width, height)
     try:
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=threads)

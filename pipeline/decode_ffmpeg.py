@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import av
 import numpy as np
 
 from .decode import (
@@ -21,33 +20,20 @@ from .decode import (
     SAMPLE_RATE,
     DecodedClip,
     DecodeError,
-    error_text,
     finish_clip,
+    probe,
     scaled_size,
 )
 from .extracted import FRAME_SIZE, N_FRAMES
 from .ffmpeg import ffmpeg_exe
 
 
-def _probe(path: str) -> tuple[int, int, float, float, bool, float]:
-    """(width, height, fps, duration, has_audio, container start seconds)."""
-    try:
-        with av.open(path, metadata_errors="ignore") as c:
-            if not c.streams.video:
-                raise DecodeError("no video stream", stage="open", kind="no-video-stream")
-            vs = c.streams.video[0]
-            fps = float(vs.average_rate or vs.guessed_rate or 0)
-            start = max(c.start_time or 0, 0) / 1e6
-            return vs.width, vs.height, fps, (c.duration or 0) / 1e6, bool(c.streams.audio), start
-    except (av.FFmpegError, OSError) as exc:
-        raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
-
-
 def decode_ffmpeg(path: str, start_s: float = 0.0, *, strict: bool = False, threads: int = 1) -> DecodedClip:
     """See `avtok.pipeline.decode.decode`."""
     import ffmpeg
 
-    width, height, fps, duration, has_audio, base = _probe(path)
+    p = probe(path)
+    width, height, fps, duration, has_audio, base = p.width, p.height, p.fps, p.duration, p.has_audio, p.start
     w, h = scaled_size(width, height)
     half = 0.5 * CLIP_SECONDS / N_FRAMES
     # No input seek (-ss before -i would rebase timestamps at a keyframe); `trim` drops what precedes

@@ -4,9 +4,10 @@ Stages (each reused when a re-run finds it finished):
 
 1. data      `synthetic.make_dataset`: 8 classes × 20 clips (15 train, 5 test), mp4 + manifest.csv
 2. extract   `run_extract` on a local Ray, with --keep-audio (the test clips' real audio is the reference)
-3. kmeans    patch k-means codebooks (frames and mels) fit on the extracted train shards
-4. tokenize  token shards with those codebooks
-5. train     the `tiny` transformer (`model.train.train`)
+3. kmeans    patch k-means codebooks fit on the train clips only (frames k = 64, mels k = 32)
+4. tokenize  token shards with those codebooks (`run_tokenize`, in this process)
+5. train     the `tiny` transformer (`model.train.train`) with a demo budget: one encoder and one decoder
+             block, no token drop and mask ratios spread over [0, 1] (see `DemoOptions.model_overrides`)
 6. report    for every test clip: image→audio with CFG (w = 3) and without (w = 0), decoded with the
              tokenizer and Griffin-Lim; wavs, image + mel pngs, a loss curve, `metrics.json` with the
              oracle's class accuracy (CFG on vs off; reference audio and tokenizer reconstruction too)
@@ -43,11 +44,12 @@ class DemoOptions:
     image_codebook: int = 64  # k of the frame-patch k-means codebook
     audio_codebook: int = 32  # k of the mel-patch codebook: few codes, so noise-floor patches share a handful
     # One encoder and one decoder block; no token drop, so training sees what inference sees (every
-    # condition token); mask ratios spread over [0, 1] so that "image visible, audio mostly masked" (the
-    # image→audio task) is common instead of the ~1 % of steps the paper's N(0.7, 0.25) on [0.2, 1] gives.
+    # condition token); mask ratios spread over [0, 1], and in half the samples one modality fully masked
+    # (full_mask_prob): "image visible, audio all masked" is the image→audio task itself, which the paper's
+    # N(0.7, 0.25) on [0.2, 1] shows in well under 1 % of samples.
     model_overrides: dict[str, Any] = field(default_factory=lambda: {
         "depth": 1, "dec_depth": 1, "drop_ratio": 0.0, "mask_min": 0.0, "mask_max": 1.0, "mask_mu": 0.6,
-        "mask_std": 0.5})
+        "mask_std": 0.5, "full_mask_prob": 0.5})
     kmeans_iters: int = 10
     kmeans_points: int = 8192
     train_steps: int = 400

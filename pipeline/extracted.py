@@ -148,19 +148,10 @@ def write_extracted_shard(path: str | os.PathLike, samples: Iterable[ExtractedSa
     return count
 
 
-def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) -> Iterator[ExtractedSample]:
-    """Yield the samples of one extracted shard in stored order."""
-    current: dict[str, Any] = {}
+def iter_raw_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) per sample of one extracted shard, in stored order, nothing decoded."""
+    current: dict[str, bytes] = {}
     current_key: str | None = None
-
-    def finish() -> ExtractedSample:
-        frames = None
-        if decode_frames:
-            frames = np.stack([_decode_jpeg(current[f"frame{i}.jpg"]) for i in range(N_FRAMES)])
-        audio = _decode_flac(current["audio.flac"]) if "audio.flac" in current else None
-        mel = np.load(io.BytesIO(current["mel.npy"]), allow_pickle=False)
-        return ExtractedSample(current_key, frames, mel, json.loads(current["json"]), audio)
-
     with tarfile.open(path, "r") as tar:
         for info in tar:
             if not info.isfile():
@@ -168,8 +159,36 @@ def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) ->
             key, _, ext = info.name.partition(".")
             if key != current_key:
                 if current_key is not None:
-                    yield finish()
+                    yield current_key, current
                 current, current_key = {}, key
             current[ext] = tar.extractfile(info).read()
-        if current_key is not None:
-            yield finish()
+    if current_key is not None:
+        yield current_key, current
+
+
+def decode_sample(key: str, members: dict[str, bytes], decode_frames: bool = True) -> ExtractedSample:
+    """Decode one sample's members; raises ValueError naming what is missing or misshapen."""
+    meta = json.loads(members["json"]) if "json" in members else {}
+    meta.setdefault("video_id", key)
+    frames = None
+    if decode_frames:
+        missing = [i for i in range(N_FRAMES) if f"frame{i}.jpg" not in members]
+        if missing:
+            raise ValueError(f"{key}: frame{missing[0]}.jpg missing")
+        frames = np.stack([_decode_jpeg(members[f"frame{i}.jpg"]) for i in range(N_FRAMES)])
+        if frames.shape != (N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3):
+            raise ValueError(f"{key}: frames have shape {frames.shape}, "
+                             f"expected {(N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3)}")
+    if "mel.npy" not in members:
+        raise ValueError(f"{key}: mel.npy missing")
+    mel = np.load(io.BytesIO(members["mel.npy"]), allow_pickle=False)
+    if mel.shape != MEL_SHAPE:
+        raise ValueError(f"{key}: mel has shape {mel.shape}, expected {MEL_SHAPE}")
+    audio = _decode_flac(members["audio.flac"]) if "audio.flac" in members else None
+    return ExtractedSample(key, frames, mel, meta, audio)
+
+
+def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) -> Iterator[ExtractedSample]:
+    """Yield the samples of one extracted shard in stored order."""
+    for key, members in iter_raw_samples(path):
+        yield decode_sample(key, members, decode_frames)

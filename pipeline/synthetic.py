@@ -2,8 +2,8 @@
 
 K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
 
-* pitch index p ∈ 0..3 → a pure tone of 440, 1000, 1800 or 3200 Hz (≥ 1.78× apart; each sits in the
-  middle of its own token row of the 5×53 audio grid);
+* pitch index p ∈ 0..3 → a pure tone of 265, 930, 1920 or 3820 Hz (≥ 2× apart; each in its own token
+  row of the 5×53 audio grid);
 * rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, random phase): ten onsets vs one;
 * the picture is a square of the class's own colour on a noisy grey background, solid for a steady tone
   and striped for a pulsed one, at a random position and size.
@@ -35,9 +35,11 @@ SAMPLE_RATE = 22050
 DURATION_S = 10.0
 SIZE = 256
 FPS = 5
-# one tone per mel-token row, each near the middle of its row's 16 mel bins (bins ≈ 8, 24, 40, 56 of 80):
-# the tone's patches then look the same from clip to clip, whatever the ±2 % jitter
-PITCHES_HZ = (440.0, 1000.0, 1800.0, 3200.0)
+# One tone per mel-token row (16 mel bins each), at a different height inside its row (mel bins 3, 22, 42, 61
+# of 80 = in-row bins 3, 6, 10, 13). A patch tokenizer's codes do not know their row, so a model that puts a
+# tone's code in the wrong row makes a frequency that is in no class band, never another class's pitch.
+PITCHES_HZ = (265.0, 930.0, 1920.0, 3820.0)
+BAND_REL = 0.06  # the oracle's pitch bands: ±6 % (the nearest wrong-row frequency is ≥ 10 % away)
 RHYTHMS = ("steady", "pulse")
 PULSE_HZ = 1.0  # one 0.5 s beep per second
 PULSE_THRESHOLD = 4  # onsets: steady gives 1, pulse gives ~10
@@ -105,7 +107,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     return wave.astype(np.float32)
 
 
-def _band_mask(freqs: np.ndarray, centre: float, rel: float = 0.15) -> np.ndarray:
+def _band_mask(freqs: np.ndarray, centre: float, rel: float = BAND_REL) -> np.ndarray:
     return (freqs >= centre * (1 - rel)) & (freqs <= centre * (1 + rel))
 
 
@@ -117,7 +119,7 @@ def audio_features(wave: np.ndarray, sr: int) -> dict[str, float]:
         return {"pitch_index": 0, "peak_hz": 0.0, "onsets": 0, "band_energy": [0.0] * len(PITCHES_HZ)}
     spec = np.abs(np.fft.rfft(wave * np.hanning(wave.size))) ** 2
     freqs = np.fft.rfftfreq(wave.size, 1 / sr)
-    # Energy in ±15 % around each candidate pitch: robust to the mel/Griffin-Lim smearing of a tone.
+    # Energy in ±6 % around each candidate pitch: robust to the mel/Griffin-Lim smearing of a tone.
     band = [float(spec[_band_mask(freqs, p)].sum()) for p in PITCHES_HZ]
     p_idx = int(np.argmax(band))
     in_range = (freqs >= 150) & (freqs <= 5000)
@@ -127,7 +129,7 @@ def audio_features(wave: np.ndarray, sr: int) -> dict[str, float]:
 
 
 def count_onsets(wave: np.ndarray, sr: int, centre_hz: float) -> int:
-    """Onsets of the energy envelope in ±15 % around `centre_hz` (hysteresis on the dB envelope)."""
+    """Onsets of the energy envelope in ±6 % around `centre_hz` (hysteresis on the dB envelope)."""
     n_fft, hop = 1024, 256
     n_frames = 1 + (wave.size - n_fft) // hop
     if n_frames < 4:
@@ -138,8 +140,9 @@ def count_onsets(wave: np.ndarray, sr: int, centre_hz: float) -> int:
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     env = power[:, _band_mask(freqs, centre_hz)].sum(axis=1)
     env_db = 10 * np.log10(env + 1e-12)
-    # ~50 ms moving average: ignore single-frame flicker of a reconstructed (Griffin-Lim) signal
-    k = 5
+    # ~200 ms moving average: a dropout shorter than one audio token (186 ms) is flicker, not a beat;
+    # the 500 ms gaps of a pulse stay deep
+    k = 17
     env_db = np.convolve(np.pad(env_db, (k // 2, k // 2), mode="edge"), np.ones(k) / k, mode="valid")
     top = np.percentile(env_db, 95)
     hi, lo = top - 6.0, top - 12.0

@@ -13,11 +13,9 @@ renamed. A re-run skips shards whose stats file exists.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import tarfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .extracted import MEL_PARAMS, MEL_SHAPE, N_FRAMES
+from .extracted import MEL_PARAMS, N_FRAMES, decode_sample, iter_raw_samples
 from .index import read_json, sha256_file, write_json
 from .runner import ProgressEvent, RunResult, ShardJob, run_shards
 from .shards import IMAGE_TOKENS, make_meta, shard_name, write_token_index, write_token_shard
@@ -82,53 +80,17 @@ def load_tokenizers(cfg: TokenizeConfig):
 # --- reading extracted shards -----------------------------------------------------------------
 
 
-def _raw_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample, in stored order, without decoding anything."""
-    current: dict[str, bytes] = {}
-    key: str | None = None
-    with tarfile.open(path, "r") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            k, _, ext = info.name.partition(".")
-            if k != key:
-                if key is not None:
-                    yield key, current
-                key, current = k, {}
-            current[ext] = tar.extractfile(info).read()
-    if key is not None:
-        yield key, current
-
-
 def _decode_sample(key: str, members: dict[str, bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
     """(meta, frames uint8 [10,256,256,3], mel float16 [80,848]); raises ValueError on a bad sample."""
-    from PIL import Image
-
-    meta = json.loads(members["json"]) if "json" in members else {}
-    meta.setdefault("video_id", key)
-    frames = []
-    for i in range(N_FRAMES):
-        data = members.get(f"frame{i}.jpg")
-        if data is None:
-            raise ValueError(f"frame{i}.jpg missing")
-        with Image.open(io.BytesIO(data)) as im:
-            frames.append(np.asarray(im.convert("RGB")))
-    frames_arr = np.stack(frames)
-    if frames_arr.shape != (N_FRAMES, 256, 256, 3):
-        raise ValueError(f"frames have shape {frames_arr.shape}, expected {(N_FRAMES, 256, 256, 3)}")
-    if "mel.npy" not in members:
-        raise ValueError("mel.npy missing")
-    mel = np.load(io.BytesIO(members["mel.npy"]), allow_pickle=False)
-    if mel.shape != MEL_SHAPE:
-        raise ValueError(f"mel has shape {mel.shape}, expected {MEL_SHAPE}")
-    return meta, frames_arr, mel
+    sample = decode_sample(key, members)
+    return sample.meta, sample.frames, sample.mel
 
 
 def _decoded(path: Path, threads: int, ahead: int) -> Iterator[tuple[str, Any]]:
     """(key, decoded sample or the exception) in order, decoding up to `ahead` samples in parallel."""
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         pending: deque = deque()
-        for key, members in _raw_samples(path):
+        for key, members in iter_raw_samples(path):
             pending.append((key, pool.submit(_decode_sample, key, members)))
             if len(pending) >= ahead:
                 k, fut = pending.popleft()

@@ -168,7 +168,7 @@ def test_bad_sample_is_an_error_row_not_a_failed_shard(setup, tmp_path):
     table = pq.read_table(tmp_path / "tokens" / "tokens-000000.parquet")
     assert table["video_id"].to_pylist() == ["vid.0", "vid.2"]
     errors = json.loads((tmp_path / "tokens" / "index.json").read_text())["errors"]
-    assert errors == [{"video_id": "vid_1", "error": "ValueError: mel.npy missing"}]
+    assert errors == [{"video_id": "vid_1", "error": "ValueError: vid_1: mel.npy missing"}]
 
 
 def test_storage_per_clip_on_realistic_tokens(tmp_path):

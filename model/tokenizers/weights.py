@@ -8,11 +8,12 @@ Sources: facts/tokenizers.md §1.2 (taming), §2.4 (SpecVQGAN codebook), §4.1 (
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from avtok.pipeline.index import file_digest
 
 _A3S = "https://a3s.fi/swift/v1/AUTH_a235c0f452d648828f745589cde1219a/specvqgan_public"
 _SPECVQGAN_REPO = "https://github.com/v-iashin/SpecVQGAN/raw/33c601d"
@@ -67,12 +68,9 @@ PUBLISHED: tuple[WeightFile, ...] = (
 )
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: str | os.PathLike) -> str:
+    """Hex md5 of a file (the checksum the published weights are listed with)."""
+    return file_digest(path, "md5")
 
 
 @dataclass
