@@ -12,29 +12,23 @@ workers over --clips 360p clips: Ray start-up reported apart, per-clip cost vs t
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import statistics
+import subprocess
 import sys
-
-# bench/ is sys.path[0] when run as a script; drop it so bench/tokenize.py cannot shadow the stdlib
-# `tokenize` module (imported by inspect/dataclasses/torch).
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from avtok.pipeline.decode import decode  # noqa: E402
-from avtok.pipeline.extract import run_extract  # noqa: E402
-from avtok.pipeline.ffmpeg import ffmpeg_exe  # noqa: E402
-from avtok.pipeline.mel import spec01  # noqa: E402
-from media import make_clip  # noqa: E402
+from avtok.pipeline.decode import decode
+from avtok.pipeline.extract import run_extract
+from avtok.pipeline.ffmpeg import ffmpeg_exe
+from avtok.pipeline.mel import spec01
+from media import make_clip
 
 KINDS = {
     "360p 1 keyframe": dict(size=(640, 360), fps=25),

@@ -11,28 +11,20 @@ samples/s / peak; on CPU the peak is measured with a large fp32 matmul unless --
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import resource
+import time
 
-# Run as `python bench/train.py`, this folder comes first on sys.path and bench/tokenize.py would shadow the
-# standard library's tokenize (imported by torch); drop it before importing torch.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-from avtok.model.config import preset  # noqa: E402
-from avtok.model.train import (  # noqa: E402
+import torch
+from avtok.model.config import preset
+from avtok.model.train import (
     TrainConfig,
     make_optimizer,
     peak_flops,
     resolve_device,
     resolve_precision,
 )
-from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params  # noqa: E402
+from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params
 
 
 def cpu_matmul_peak(n: int = 1024, reps: int = 10) -> float:

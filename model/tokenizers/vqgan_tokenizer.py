@@ -52,7 +52,7 @@ class VQGANTokenizer:
     @property
     def channels_last(self) -> bool:
         # cuDNN's fp16/bf16 tensor-core convs want NHWC; on CPU, NHWC with bf16 measured no faster than
-        # NCHW (bench/tokenize.py --explore), so the CPU keeps the reference layout.
+        # NCHW (bench/tokenizing.py --explore), so the CPU keeps the reference layout.
         return self._fast and self.device.type == "cuda"
 
     def _apply_layout(self) -> None:

@@ -8,9 +8,9 @@ architectures (random weights), for three ways of running them, plus fast-mode i
   fast   avtok's fast mode: batched, fp16 (GPU) / bf16 (CPU) autocast convs, channels_last on
          GPU, SDPA attention, fused SiLU; nearest-codebook search in fp32
 
-    python bench/tokenize.py                      # CPU: 2 clips, few repetitions (slow hardware)
-    python bench/tokenize.py --device cuda        # GPU: 64 clips
-    python bench/tokenize.py --explore            # also time layout/precision variants on one batch
+    python bench/tokenizing.py                      # CPU: 2 clips, few repetitions (slow hardware)
+    python bench/tokenizing.py --device cuda        # GPU: 64 clips
+    python bench/tokenizing.py --explore            # also time layout/precision variants on one batch
 
 Random weights: codebook N(0,1) and quant_conv rescaled so that z spreads like the codebook (many
 codes in use), inputs are smooth random images / mels. Agreement is measured on these weights; the
@@ -19,22 +19,14 @@ published weights may agree more or less.
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import statistics
+import time
 
-# Run as `python bench/tokenize.py`, this file's folder comes first on sys.path and would shadow the
-# standard library's `tokenize` (imported by torch via inspect/linecache).
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from avtok.model.tokenizers.vqgan import SPECVQGAN_VGGSOUND, TAMING_F16_1024, VQGAN, fast_dtype  # noqa: E402
-from avtok.model.tokenizers.vqgan_tokenizer import VQGANTokenizer  # noqa: E402
+import torch
+import torch.nn.functional as F
+from avtok.model.tokenizers.vqgan import SPECVQGAN_VGGSOUND, TAMING_F16_1024, VQGAN, fast_dtype
+from avtok.model.tokenizers.vqgan_tokenizer import VQGANTokenizer
 
 
 def random_tokenizer(kind: str, device: torch.device, seed: int) -> VQGANTokenizer:
