@@ -2,7 +2,7 @@
 
 Stages (each reused when a re-run finds it finished):
 
-1. data      `synthetic.make_dataset`: 8 classes × 20 clips (15 train, 5 test), mp4 + manifest.csv
+1. data      `synthetic.make_dataset`: 8 classes × 40 clips (35 train, 5 test), mp4 + manifest.csv
 2. extract   `run_extract` on a local Ray, with --keep-audio (the test clips' real audio is the reference)
 3. kmeans    patch k-means codebooks fit on the train clips only (frames k = 64, mels k = 32)
 4. tokenize  token shards with those codebooks (`run_tokenize`, in this process)
@@ -39,7 +39,7 @@ class DemoOptions:
     """Sizes and budgets of the demo (defaults: under 10 minutes on 2 CPU cores)."""
 
     out: str = "avtok_demo"
-    clips_per_class: int = 20
+    clips_per_class: int = 40  # 35 train + 5 test: with 15 train clips a class the tiny model memorises clips
     test_per_class: int = 5
     image_codebook: int = 64  # k of the frame-patch k-means codebook
     audio_codebook: int = 32  # k of the mel-patch codebook: few codes, so noise-floor patches share a handful
