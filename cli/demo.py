@@ -18,7 +18,7 @@ def demo(out, train_steps, batch_size, clips_per_class, cfg, workers, threads) -
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
     tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the
     tiny transformer, then turn every held-out image into sound (with and without classifier-free
-    guidance) and score the sound with an analytic oracle (FFT pitch + onset count).
+    guidance) and score the sound with an analytic oracle (FFT pitch + 1 Hz beat of that band).
 
     Writes OUT/report/: wav/, png/ (frame + real and generated mels), loss_curve.png, metrics.json;
     prints a summary table.

@@ -32,6 +32,24 @@ def test_oracle_clean_audio(k: int) -> None:
     feats = syn.audio_features(wave, SR)
     assert abs(np.log(feats["peak_hz"] / syn.CLASSES[k].pitch_hz)) < 0.03
     assert feats["onsets"] == (1 if syn.CLASSES[k].rhythm == "steady" else pytest.approx(10, abs=1))
+    steady = syn.CLASSES[k].rhythm == "steady"
+    assert feats["pulse"] < 0.1 if steady else feats["pulse"] == pytest.approx(2 / np.pi, abs=0.03)
+
+
+def test_pulse_strength_needs_a_regular_beat() -> None:
+    t = np.arange(220500) / SR
+    tone = np.sin(2 * np.pi * 930 * t)
+    # an exact 0.5 s on / 0.5 s off gate: the envelope's 1 Hz Fourier coefficient is 2/π of its mean
+    gate = ((t % 1.0) < 0.5).astype(np.float64)
+    assert syn.pulse_strength(tone * gate, SR, 930) == pytest.approx(2 / np.pi, abs=0.03)
+    assert syn.pulse_strength(tone, SR, 930) < 0.05
+    # a tone with irregular dropouts (what an undertrained model draws for a steady sound) has onsets
+    # but no beat: it stays "steady"
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        holes = np.repeat(rng.random(53) > 0.3, 4161)[:220500]
+        assert syn.count_onsets(tone * holes, SR, 930) >= 4
+        assert syn.pulse_strength(tone * holes, SR, 930) < syn.PULSE_THRESHOLD
 
 
 def test_oracle_noisy_audio_many_seeds() -> None:
