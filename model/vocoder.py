@@ -254,12 +254,15 @@ def griffin_lim(magnitude: torch.Tensor, n_iter: int = 32, momentum: float = 0.9
     return istft(magnitude * angles)
 
 
-def griffin_lim_vocoder(spec01: torch.Tensor | np.ndarray, n_iter: int = 32) -> torch.Tensor:
-    """spec01 [B, 80, T] (or [80, T]) -> waveform [B, T·256] by the analytic inverse + Griffin-Lim."""
+def griffin_lim_vocoder(spec01: torch.Tensor | np.ndarray, n_iter: int = 32, nnls_iters: int = 100) -> torch.Tensor:
+    """spec01 [B, 80, T] (or [80, T]) -> waveform [B, T·256] by the analytic inverse + Griffin-Lim.
+
+    `nnls_iters=0` keeps the clamped pseudo-inverse of the mel basis (one matmul instead of seconds per
+    clip on a CPU): enough for pure tones, as in `avtok demo`."""
     x = torch.as_tensor(spec01, dtype=torch.float32)
     if x.dim() == 2:
         x = x.unsqueeze(0)
-    mag = mel_to_stft_magnitude(spec01_to_mel(x))
+    mag = mel_to_stft_magnitude(spec01_to_mel(x), iters=nnls_iters)
     wave = griffin_lim(mag, n_iter=n_iter, length=x.shape[-1] * HOP)
     return wave.clamp(-1.0, 1.0)
 

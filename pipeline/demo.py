@@ -17,6 +17,7 @@ The image used for generation is the middle frame (index 5) of each clip.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -179,22 +180,11 @@ def _test_clips(extracted: Path) -> dict[str, dict[str, Any]]:
 
 
 def fast_griffin_lim(n_iter: int) -> Callable[[Any], Any]:
-    """spec01 [B, 80, T] → waveform [B, T·256]: the analytic dB inverse, the mel basis' pseudo-inverse
-    (one matmul, where the library's non-negative least squares takes seconds per clip) and `n_iter`
-    Griffin-Lim iterations. Enough for the demo's tones; `avtok generate` has the careful inverse."""
-    import torch
-    from avtok.model.vocoder import HOP, griffin_lim, spec01_to_mel
+    """spec01 [B, 80, T] → waveform [B, T·256] with the mel basis' pseudo-inverse (no NNLS refinement) and
+    `n_iter` Griffin-Lim iterations: enough for the demo's tones; `avtok generate` has the careful inverse."""
+    from avtok.model.vocoder import griffin_lim_vocoder
 
-    from .mel import mel_basis
-
-    pinv = torch.linalg.pinv(torch.from_numpy(mel_basis()).double()).float()  # [513, 80]
-
-    def vocode(spec01: Any) -> Any:
-        x = torch.as_tensor(spec01, dtype=torch.float32)
-        mag = (pinv @ spec01_to_mel(x)).clamp(min=0.0)
-        return griffin_lim(mag, n_iter=n_iter, length=x.shape[-1] * HOP).clamp(-1.0, 1.0)
-
-    return vocode
+    return functools.partial(griffin_lim_vocoder, n_iter=n_iter, nnls_iters=0)
 
 
 def _colormap(spec01: np.ndarray) -> np.ndarray:
