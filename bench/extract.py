@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from avtok.model.mel import spec01
 from avtok.pipeline.decode import decode
 from avtok.pipeline.extract import run_extract
 from avtok.pipeline.ffmpeg import ffmpeg_exe
-from avtok.pipeline.mel import spec01
 from media import make_clip
 
 KINDS = {

@@ -17,7 +17,8 @@ import time
 
 import torch
 from avtok.model.config import preset
-from avtok.model.sampler import N_IMAGE, sample
+from avtok.model.geometry import IMAGE_TOKENS as N_IMAGE
+from avtok.model.sampler import sample
 from avtok.model.train import PEAK_TFLOPS
 from avtok.model.transformer import AVTransformer, flops_per_sample, num_params
 

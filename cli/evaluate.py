@@ -42,8 +42,8 @@ def evaluate(checkpoint, shards, split, out, limit, cfg_scales, seeds, steps, ba
     from avtok.model.checkpoint import CheckpointError
     from avtok.model.evaluate import EvalOptions, markdown_table
     from avtok.model.evaluate import evaluate as run_eval
-    from avtok.pipeline.index import write_json
-    from avtok.pipeline.shards import ShardError, load_tokens
+    from avtok.model.files import write_json
+    from avtok.model.token_shards import ShardError, load_tokens
     from avtok.pipeline.synthetic import is_synthetic_labels, oracle_scores
 
     try:

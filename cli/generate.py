@@ -46,7 +46,7 @@ def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, step
     if joint and (image or audio):
         raise click.UsageError("--joint takes no --image/--audio")
 
-    from avtok.pipeline.media_io import run_generate
+    from avtok.pipeline.generate import run_generate
     from tqdm import tqdm
 
     bars: list[tqdm] = []  # made on the first step, so a failure before sampling prints only its error

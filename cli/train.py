@@ -53,9 +53,9 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
           dry_run) -> None:
     """Train the audio-visual masked transformer on token shards (torchrun for several GPUs)."""
     from avtok.model.checkpoint import CheckpointError
+    from avtok.model.token_shards import ShardError
     from avtok.model.train import TrainConfig, TrainingError
     from avtok.model.train import train as run_train
-    from avtok.pipeline.shards import ShardError
 
     overrides = _parse_sets(sets)
     cfg = TrainConfig(shards=shards or "", out=out or "", preset=preset, model_overrides=overrides,
@@ -81,8 +81,8 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
 
 def _dry_run(cfg) -> None:
     from avtok.model.config import preset
+    from avtok.model.token_shards import load_token_index
     from avtok.model.transformer import AVTransformer, flops_per_sample, num_params, param_groups
-    from avtok.pipeline.shards import load_token_index
 
     books = {}
     if cfg.shards:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from avtok.pipeline.index import avtok_version, temp_path_for
 
 from .config import AVConfig
+from .files import avtok_version, temp_path_for
 from .transformer import AVTransformer
 
 FORMAT = "avtok-checkpoint/1"

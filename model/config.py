@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .geometry import AUDIO_TOKENS, IMAGE_TOKENS
+
 
 @dataclass(frozen=True)
 class AVConfig:
     image_codebook: int = 1024
     audio_codebook: int = 1024
-    image_tokens: int = 256
-    audio_tokens: int = 265
+    image_tokens: int = IMAGE_TOKENS
+    audio_tokens: int = AUDIO_TOKENS
     dim: int = 1024  # encoder width = embedding-table width
     depth: int = 24
     heads: int = 16

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from avtok.pipeline.shards import N_FRAMES, load_tokens
+from avtok.model.geometry import N_FRAMES
 from torch import Tensor
+
+from .token_shards import load_tokens
 
 
 def seed_for(*parts: Any) -> int:

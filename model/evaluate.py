@@ -31,16 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from avtok.pipeline.index import sha256_file
-from avtok.pipeline.shards import load_tokens
 
 from . import metrics as M
+from .files import sha256_file
+from .geometry import EVAL_FRAME, SAMPLE_RATE
+from .token_shards import load_tokens
 
-EVAL_FRAME = 5  # the middle of the 10 frames (frame i is shown at start + (i + 0.5) s)
 CFG_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0)
 DIRECTIONS = ("image2audio", "audio2image")
 CONDITIONS = ("true", "masked", "shuffled")
-SR = 22050
 
 # (waves, sample_rate, labels) -> {"accuracy": ..., ...}; e.g. the synthetic set's analytic oracle
 Oracle = Callable[[list[np.ndarray], int, list[str]], dict[str, Any]]
@@ -337,16 +336,16 @@ def _waveform_section(ckpt, model, image, audio, ids, labels, opts: EvalOptions,
         ref_waves = spec01_to_waves(vocoder, rec_spec)
         out["reference"] = "tokenizer reconstruction of the true tokens, through the same vocoder"
     out.update(proxy_metrics(gen_spec, rec_spec))
-    out.update(waveform_metrics(gen_waves, ref_waves, ids, SR, opts.cnn14_ckpt, opts.vggish_ckpt))
+    out.update(waveform_metrics(gen_waves, ref_waves, ids, SAMPLE_RATE, opts.cnn14_ckpt, opts.vggish_ckpt))
     if opts.oracle is not None:
-        out["oracle"] = {"generated": opts.oracle(gen_waves, SR, labels),
-                         "reference": opts.oracle(ref_waves, SR, labels)}
+        out["oracle"] = {"generated": opts.oracle(gen_waves, SAMPLE_RATE, labels),
+                         "reference": opts.oracle(ref_waves, SAMPLE_RATE, labels)}
     if opts.wav_dir:
         import soundfile as sf
 
         Path(opts.wav_dir).mkdir(parents=True, exist_ok=True)
         for vid, w in zip(ids, gen_waves, strict=True):
-            sf.write(Path(opts.wav_dir) / f"{vid}.wav", w, SR)
+            sf.write(Path(opts.wav_dir) / f"{vid}.wav", w, SAMPLE_RATE)
     return out
 
 

@@ -1,6 +1,6 @@
 """Generation from arrays: checkpoint + its tokenizers -> sampler -> decoded image / spec01 / waveform.
 
-File reading and writing live in `avtok.pipeline.media_io` (model/ must not import pipeline/); this
+File reading and writing live in `avtok.pipeline.generate` and `avtok.pipeline.media` (model/ must not import pipeline/); this
 module takes model-ready arrays (uint8 [256,256,3] images, spec01 [80,848] mels) and returns arrays.
 
 The checkpoint records the tokenizers that made its training shards (`ckpt["tokenizers"]`); they
@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .geometry import AUDIO_GRID, TASKS
 from .sampler import sample, seconds_to_audio_hole
 from .tokenizers import frames_to_input, load_tokenizer, mel_to_input, output_to_frames, output_to_spec01
-
-TASKS = ("image2audio", "audio2image", "joint", "inpaint")
 
 
 class GenerateError(ValueError):
@@ -200,7 +199,7 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
             "temperature": temperature, "precision": precision, "checkpoint": bundle.checkpoint, "step": bundle.step}
     if audio_hole is not None:
         meta["hole_s"] = list(hole)
-        meta["hole_columns"] = audio_hole.view(5, 53)[0].nonzero().flatten().tolist()
+        meta["hole_columns"] = audio_hole.view(*AUDIO_GRID)[0].nonzero().flatten().tolist()
     return Generation(task=task, images=images, spec01=mels, waves=waves, image_tokens=out_i.cpu(),
                       audio_tokens=out_a.cpu(), meta=meta)
 

@@ -24,19 +24,9 @@ from collections.abc import Callable
 
 import torch
 
-N_IMAGE = 256
-N_AUDIO = 265
-AUDIO_GRID = (5, 53)  # rows = mel bands (row 0 lowest), columns = time
-TASKS = ("image2audio", "audio2image", "joint", "inpaint")
-CFG_SCHEDULES = ("constant", "linear")
+from .geometry import AUDIO_GRID, CLIP_SECONDS, CROP_START, HOP, MEL_FRAMES, SAMPLE_RATE, TASKS
 
-# Mel / token timing (facts/tokenizers.md §3.2): crop column j is the STFT frame centred at
-# sample (j + 6)·256; a token column covers 848 / 53 = 16 mel columns.
-_SR = 22050
-_HOP = 256
-_CROP_START = 6
-_MEL_COLS = 848
-_CLIP_S = 10.0
+CFG_SCHEDULES = ("constant", "linear")
 
 
 def mask_ratio(r: float) -> float:
@@ -62,17 +52,17 @@ def seconds_to_audio_hole(start_s: float, end_s: float) -> torch.Tensor:
     """
     if not (math.isfinite(start_s) and math.isfinite(end_s)):
         raise ValueError("the hole's start and end must be finite numbers of seconds")
-    start_s, end_s = max(0.0, float(start_s)), min(_CLIP_S, float(end_s))
+    start_s, end_s = max(0.0, float(start_s)), min(CLIP_SECONDS, float(end_s))
     if end_s <= start_s:
         raise ValueError(f"empty audio hole {start_s:g}-{end_s:g} s: the end must be after the start, within 0-10 s")
     n_cols = AUDIO_GRID[1]
-    per_col = _MEL_COLS // n_cols
+    per_col = MEL_FRAMES // n_cols
     cols = torch.zeros(n_cols, dtype=torch.bool)
     for w in range(n_cols):
-        first = (per_col * w + _CROP_START) * _HOP - _HOP / 2
-        last = (per_col * (w + 1) - 1 + _CROP_START) * _HOP + _HOP / 2
-        lo = 0.0 if w == 0 else first / _SR
-        hi = _CLIP_S if w == n_cols - 1 else last / _SR
+        first = (per_col * w + CROP_START) * HOP - HOP / 2
+        last = (per_col * (w + 1) - 1 + CROP_START) * HOP + HOP / 2
+        lo = 0.0 if w == 0 else first / SAMPLE_RATE
+        hi = CLIP_SECONDS if w == n_cols - 1 else last / SAMPLE_RATE
         if min(hi, end_s) > max(lo, start_s):
             cols[w] = True
     hit = cols.nonzero().flatten()
@@ -136,8 +126,9 @@ def sample(
     if steps < 1:
         raise ValueError("steps must be at least 1")
     device = _model_device(model)
-    img = _as_batch(image_tokens, N_IMAGE, "image_tokens")
-    aud = _as_batch(audio_tokens, N_AUDIO, "audio_tokens")
+    n_img, n_aud = model.cfg.image_tokens, model.cfg.audio_tokens
+    img = _as_batch(image_tokens, n_img, "image_tokens")
+    aud = _as_batch(audio_tokens, n_aud, "audio_tokens")
 
     if task == "image2audio":
         if img is None:
@@ -158,10 +149,10 @@ def sample(
         if x is not None and x.shape[0] != batch:
             raise ValueError(f"{name} has batch {x.shape[0]}, expected {batch}")
 
-    img = img.to(device) if img is not None else torch.zeros(batch, N_IMAGE, dtype=torch.long, device=device)
-    aud = aud.to(device) if aud is not None else torch.zeros(batch, N_AUDIO, dtype=torch.long, device=device)
-    ones_i = torch.ones(batch, N_IMAGE, dtype=torch.bool, device=device)
-    ones_a = torch.ones(batch, N_AUDIO, dtype=torch.bool, device=device)
+    img = img.to(device) if img is not None else torch.zeros(batch, n_img, dtype=torch.long, device=device)
+    aud = aud.to(device) if aud is not None else torch.zeros(batch, n_aud, dtype=torch.long, device=device)
+    ones_i = torch.ones(batch, n_img, dtype=torch.bool, device=device)
+    ones_a = torch.ones(batch, n_aud, dtype=torch.bool, device=device)
     # target = positions to generate; cond_modality = what the uncond pass masks out
     if task == "image2audio":
         target_i, target_a, cond_modality = ~ones_i, ones_a, "image"
@@ -173,8 +164,8 @@ def sample(
         hole = torch.as_tensor(audio_hole, dtype=torch.bool, device=device)
         if hole.dim() == 1:
             hole = hole.unsqueeze(0).expand(batch, -1)
-        if tuple(hole.shape) != (batch, N_AUDIO):
-            raise ValueError(f"audio_hole must have shape [{N_AUDIO}] or [{batch}, {N_AUDIO}], got {tuple(hole.shape)}")
+        if tuple(hole.shape) != (batch, n_aud):
+            raise ValueError(f"audio_hole must have shape [{n_aud}] or [{batch}, {n_aud}], got {tuple(hole.shape)}")
         target_i, target_a, cond_modality = ~ones_i, hole.clone(), "image"
 
     tokens = torch.cat([img, aud], dim=1)  # [B, 521]
@@ -189,11 +180,11 @@ def sample(
     sampled = tokens.clone()
     for t in range(steps):
         w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
-        logits_i, logits_a = _logits(model, tokens, known, cond_modality if w != 0 else None, w, wanted)
+        logits_i, logits_a = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w, wanted)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
         logp_parts, draw_parts = [], []
-        for logits, lo, hi in ((logits_i, 0, N_IMAGE), (logits_a, N_IMAGE, N_IMAGE + N_AUDIO)):
+        for logits, lo, hi in ((logits_i, 0, n_img), (logits_a, n_img, n_img + n_aud)):
             if logits is None:
                 continue
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -227,18 +218,19 @@ def sample(
         known = ~still_masked
         tokens = torch.where(still_masked, tokens, sampled)
         if callback is not None:
-            callback(t, known[:, :N_IMAGE], known[:, N_IMAGE:])
+            callback(t, known[:, :n_img], known[:, n_img:])
 
-    return sampled[:, :N_IMAGE], sampled[:, N_IMAGE:]
+    return sampled[:, :n_img], sampled[:, n_img:]
 
 
 def _logits(
-    model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, uncond_modality: str | None, w: float,
+    model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, n_img: int, uncond_modality: str | None,
+    w: float,
     wanted: tuple[bool, bool] = (True, True),
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Guided logits c + w·(c - u) for the wanted modalities (image, audio); None for the others."""
-    img, aud = tokens[:, :N_IMAGE], tokens[:, N_IMAGE:]
-    k_img, k_aud = known[:, :N_IMAGE], known[:, N_IMAGE:]
+    img, aud = tokens[:, :n_img], tokens[:, n_img:]
+    k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
         return (c_i if wanted[0] else None), (c_a if wanted[1] else None)

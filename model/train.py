@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from avtok.pipeline.index import write_json
-from avtok.pipeline.shards import ShardError
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import preset
 from .data import SampleStream, SplitData, chunk_start, load_split, seed_for
+from .files import write_json
+from .token_shards import ShardError
 from .transformer import AVTransformer, flops_per_sample, num_params
 
 NO_DECAY = ("pos_embed", "dec_pos_embed", "modality_embed", "dec_modality_embed")

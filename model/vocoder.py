@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLE_RATE = 22050
-HOP = 256
-N_FFT = 1024
-N_MELS = 80
-FMIN, FMAX = 125.0, 7600.0
+from .geometry import HOP, N_FFT, N_MELS, SAMPLE_RATE
+from .mel import mel_basis
+
 MELGAN_RATIOS = (8, 8, 2, 2)
 
 Vocoder = Callable[[torch.Tensor | np.ndarray], torch.Tensor]
@@ -200,16 +198,9 @@ def spec01_to_mel(spec01: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _mel_basis() -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
-
-
-@functools.cache
 def _nnls_parts() -> tuple[torch.Tensor, torch.Tensor, float]:
     """(basis, its pseudo-inverse, 1/Lipschitz step) on the CPU, computed once."""
-    basis = torch.from_numpy(_mel_basis()).float()
+    basis = torch.from_numpy(mel_basis())
     step = 1.0 / float(torch.linalg.matrix_norm(basis.T @ basis, ord=2))
     return basis, torch.linalg.pinv(basis), step
 

@@ -1,150 +1,15 @@
 """One decoding interface over three backends: `decode(path, start_s, backend=...) -> DecodedClip`.
 
-What every backend returns (DESIGN §3): 10 RGB frames, frame i = the frame *shown* at
-`start_s + (i + 0.5)` s (the last frame whose timestamp is ≤ that time, chosen by timestamp so
-variable-frame-rate video is sampled evenly), short side resized to 256 then centre-cropped to
-256×256; and 10 s of 22050 Hz mono float32 audio with ffmpeg's (libswresample) downmix.
-Clips shorter than 10 s or without audio are padded (last frame repeated / silence) and the fact
-is written to `warnings`; with `strict=True` those cases raise `DecodeError` instead. A file with
-no decodable video frame is always an error.
-
 Backends: `pyav` (default; in-process, forward decode), `decord` (frames; audio via pyav),
-`ffmpeg` (ffmpeg-python driving the ffmpeg binary; two processes per clip).
+`ffmpeg` (ffmpeg-python driving the ffmpeg binary; two processes per clip). What they return is
+described in `decoded.py`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from .decoded import DecodedClip
 
-import numpy as np
-
-from .extracted import FRAME_SIZE, MEL_PARAMS, N_FRAMES
-
-SAMPLE_RATE: int = MEL_PARAMS["sample_rate"]
-N_SAMPLES: int = MEL_PARAMS["n_samples"]
-CLIP_SECONDS = 10.0
 BACKENDS = ("pyav", "decord", "ffmpeg")
-
-
-class DecodeError(Exception):
-    """A video that cannot give a sample. `stage` is where it failed ("open", "video", "audio", "strict"),
-    `kind` a short machine-readable reason (e.g. "no-video-stream", "no-decodable-video")."""
-
-    def __init__(self, message: str, *, stage: str = "decode", kind: str = "decode-error"):
-        super().__init__(message)
-        self.stage, self.kind = stage, kind
-
-
-@dataclass
-class DecodedClip:
-    frames: np.ndarray  # uint8 [10, 256, 256, 3]
-    audio: np.ndarray  # float32 [220500], 22050 Hz mono
-    fps: float  # average frame rate the container reports (0 if unknown)
-    duration: float  # container duration in seconds (metadata; may lie on truncated files)
-    frames_decoded: int  # video frames actually decoded (the backend's own count)
-    audio_samples: int  # real audio samples (22050 Hz) before padding/truncation
-    had_audio: bool  # the file has an audio stream that gave at least one sample
-    warnings: list[str] = field(default_factory=list)
-    backend: str = "pyav"
-
-
-_NOISE = re.compile(r"\[Errno -?\d+\] |\[\d\d:\d\d:\d\d\] \S+:\d+: ")
-
-
-def error_text(exc: BaseException, limit: int = 300) -> str:
-    """A one-line, readable message for a decoder exception (drops errno codes and source locations)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = _NOISE.sub("", text)
-    return f"{type(exc).__name__}: {text}"[:limit]
-
-
-@dataclass
-class Probe:
-    """What the container header says (may lie on truncated files)."""
-
-    width: int
-    height: int
-    fps: float
-    duration: float
-    has_audio: bool
-    start: float  # container start time in seconds (non-zero for some mpeg-ts/webm files)
-
-
-def probe(path: str) -> Probe:
-    """Read the container header with PyAV; DecodeError if it cannot be opened or has no video stream."""
-    import av
-
-    try:
-        with av.open(path, metadata_errors="ignore") as c:
-            if not c.streams.video:
-                raise DecodeError("no video stream", stage="open", kind="no-video-stream")
-            vs = c.streams.video[0]
-            return Probe(width=vs.width, height=vs.height, fps=float(vs.average_rate or vs.guessed_rate or 0),
-                         duration=(c.duration or 0) / 1e6, has_audio=bool(c.streams.audio),
-                         start=max(c.start_time or 0, 0) / 1e6)
-    except (av.FFmpegError, OSError) as exc:
-        raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
-
-
-def target_times(start_s: float) -> list[float]:
-    """Times (s) of the frames to pick: start_s + i + 0.5 for i = 0..9."""
-    return [start_s + (i + 0.5) * CLIP_SECONDS / N_FRAMES for i in range(N_FRAMES)]
-
-
-def scaled_size(width: int, height: int, short: int = FRAME_SIZE) -> tuple[int, int]:
-    """(w, h) with the short side = `short` and the aspect ratio kept (the long side rounded, ≥ short)."""
-    if width <= height:
-        return short, max(short, round(height * short / width))
-    return max(short, round(width * short / height)), short
-
-
-def center_crop(img: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
-    """Centre crop an [H, W, 3] image whose short side is `size` to [size, size, 3]."""
-    h, w = img.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(img[top:top + size, left:left + size])
-
-
-def pick_indices(times: list[float] | np.ndarray, targets: list[float]) -> list[int]:
-    """For each target time, the index of the frame shown then: the last frame with time ≤ target
-    (the first frame if the target precedes every frame). `times` must be sorted."""
-    times = np.asarray(times, dtype=np.float64)
-    idx = np.searchsorted(times, np.asarray(targets) + 1e-6, side="right") - 1
-    return [int(max(i, 0)) for i in idx]
-
-
-def finish_clip(frames: list[np.ndarray], audio: np.ndarray | None, *, strict: bool, warnings: list[str],
-                fps: float, duration: float, frames_decoded: int, had_audio: bool, backend: str) -> DecodedClip:
-    """Pad frames/audio to full length (or raise under strict) and build the DecodedClip."""
-    if not frames:
-        raise DecodeError("no decodable video frame", stage="video", kind="no-decodable-video")
-    if len(frames) < N_FRAMES:
-        msg = f"video ends before frame {len(frames)} of {N_FRAMES}: repeated the last frame"
-        if strict:
-            raise DecodeError(msg, stage="strict", kind="short-video")
-        warnings.append(msg)
-        frames = frames + [frames[-1]] * (N_FRAMES - len(frames))
-    n_real = 0 if audio is None else int(audio.shape[0])
-    if audio is None or not had_audio:
-        msg = "no audio stream: silence" if audio is None else "audio stream gave no samples: silence"
-        if strict:
-            raise DecodeError(msg, stage="strict", kind="no-audio")
-        warnings.append(msg)
-        audio = np.zeros(N_SAMPLES, np.float32)
-    elif n_real < N_SAMPLES:
-        msg = f"audio is {n_real / SAMPLE_RATE:.2f} s < {CLIP_SECONDS:.0f} s: zero-padded"
-        # a few ms short is the codec's frame granularity, not a short clip
-        if N_SAMPLES - n_real > SAMPLE_RATE // 20:
-            if strict:
-                raise DecodeError(msg, stage="strict", kind="short-audio")
-            warnings.append(msg)
-        audio = np.concatenate([audio, np.zeros(N_SAMPLES - n_real, np.float32)])
-    else:
-        audio = audio[:N_SAMPLES]
-    return DecodedClip(frames=np.stack(frames), audio=np.ascontiguousarray(audio, dtype=np.float32), fps=fps,
-                       duration=duration, frames_decoded=frames_decoded, audio_samples=min(n_real, N_SAMPLES),
-                       had_audio=had_audio, warnings=warnings, backend=backend)
 
 
 def decode(path: str, start_s: float = 0.0, backend: str = "pyav", *, strict: bool = False,
@@ -154,6 +19,7 @@ def decode(path: str, start_s: float = 0.0, backend: str = "pyav", *, strict: bo
     Raises DecodeError for unusable files (and, with strict, for padded ones); other exceptions
     only for programming errors.
     """
+    # imported on use: decord is an optional wheel and each backend pulls in its own libraries
     if backend == "pyav":
         from .decode_pyav import decode_pyav as impl
     elif backend == "decord":

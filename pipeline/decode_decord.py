@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .decode import (
+from .decode_pyav import decode_pyav
+from .decoded import (
     DecodedClip,
     DecodeError,
     center_crop,
@@ -20,7 +21,6 @@ from .decode import (
     scaled_size,
     target_times,
 )
-from .decode_pyav import decode_pyav
 
 
 def decode_decord(path: str, start_s: float = 0.0, *, strict: bool = False, threads: int = 1) -> DecodedClip:

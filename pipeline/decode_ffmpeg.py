@@ -14,17 +14,9 @@ import os
 import tempfile
 
 import numpy as np
+from avtok.model.geometry import CLIP_SECONDS, FRAME_SIZE, N_FRAMES, SAMPLE_RATE
 
-from .decode import (
-    CLIP_SECONDS,
-    SAMPLE_RATE,
-    DecodedClip,
-    DecodeError,
-    finish_clip,
-    probe,
-    scaled_size,
-)
-from .extracted import FRAME_SIZE, N_FRAMES
+from .decoded import DecodedClip, DecodeError, finish_clip, probe, scaled_size
 from .ffmpeg import ffmpeg_exe
 
 

@@ -11,20 +11,9 @@ from __future__ import annotations
 
 import av
 import numpy as np
+from avtok.model.geometry import CLIP_SECONDS, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
-from .decode import (
-    CLIP_SECONDS,
-    N_SAMPLES,
-    SAMPLE_RATE,
-    DecodedClip,
-    DecodeError,
-    center_crop,
-    error_text,
-    finish_clip,
-    scaled_size,
-    target_times,
-)
-from .extracted import N_FRAMES
+from .decoded import DecodedClip, DecodeError, center_crop, error_text, finish_clip, scaled_size, target_times
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:

@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from avtok.model.files import read_json, sha256_file, write_json
+from avtok.model.geometry import EVAL_FRAME, SAMPLE_RATE
 
 from . import synthetic as syn
-from .index import read_json, sha256_file, write_json
-
-EVAL_FRAME = 5
-SR = 22050
 
 
 @dataclass
@@ -247,8 +245,7 @@ def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: D
     from avtok.model.checkpoint import load_checkpoint, model_from_checkpoint
     from avtok.model.evaluate import load_audio_tokenizer, spec01_to_waves, token_metrics, tokens_to_spec01
     from avtok.model.sampler import sample
-
-    from .shards import load_tokens
+    from avtok.model.token_shards import load_tokens
 
     report = out / "report"
     (report / "wav").mkdir(parents=True, exist_ok=True)
@@ -273,10 +270,10 @@ def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: D
     waves = {name: spec01_to_waves(vocoder, s) for name, s in spec.items()}
     waves["reference"] = [clips[v]["audio"] for v in ids]
 
-    oracle = {name: syn.oracle_scores(ws, SR, labels) for name, ws in waves.items()}
+    oracle = {name: syn.oracle_scores(ws, SAMPLE_RATE, labels) for name, ws in waves.items()}
     for i, vid in enumerate(ids):
         for name in ("cfg_on", "cfg_off"):
-            sf.write(report / "wav" / f"{vid}_{name}.wav", waves[name][i], SR)
+            sf.write(report / "wav" / f"{vid}_{name}.wav", waves[name][i], SAMPLE_RATE)
         pred_on, pred_off = oracle["cfg_on"]["predictions"][i], oracle["cfg_off"]["predictions"][i]
         panel = _panel(clips[vid]["frame"], [
             (f"real mel ({labels[i]})", clips[vid]["mel"]),

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .extracted import FRAME_SIZE, MEL_PARAMS, MEL_SHAPE, N_FRAMES, ExtractedSample, sanitize_key, shard_name
-from .index import avtok_version, read_json, sha256_file, write_json
+from avtok.model.files import avtok_version, read_json, sha256_file, write_json
+from avtok.model.geometry import FRAME_SIZE, MEL_PARAMS, MEL_SHAPE, N_FRAMES
+
+from .extracted import ExtractedSample, sanitize_key, shard_name
 from .manifest import ManifestRow, load_inputs
 from .runner import ProgressEvent, RunResult, ShardJob, run_shards
 
@@ -64,8 +66,9 @@ def _error_row(row: dict, stage: str, kind: str, message: str) -> dict:
 
 def extract_one(row: dict, backend: str = "pyav", strict: bool = False, keep_audio: bool = False) -> ExtractedSample:
     """Decode one manifest row into a sample (raises DecodeError or another exception on failure)."""
+    from avtok.model.mel import spec01
+
     from .decode import decode
-    from .mel import spec01
 
     clip = decode(row["path"], row["start_s"], backend=backend, strict=strict)
     mel = spec01(clip.audio)
@@ -94,7 +97,7 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
     """
     import torch
 
-    from .decode import DecodeError
+    from .decoded import DecodeError
     from .extracted import write_extracted_shard
 
     torch.set_num_threads(1)  # one core per task; the runner parallelises over shards
@@ -174,8 +177,7 @@ def write_errors(path: Path, errors: list[dict]) -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from .index import atomic_write_bytes
+    from avtok.model.files import atomic_write_bytes
 
     table = pa.table({c: pa.array([e[c] for e in errors], pa.string()) for c in ERROR_COLUMNS})
     buf = io.BytesIO()

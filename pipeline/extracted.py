@@ -19,35 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from avtok.model.files import temp_path_for
+from avtok.model.geometry import FRAME_SIZE, JPEG_QUALITY, MEL_PARAMS, MEL_SHAPE, N_FRAMES
 
-from .index import temp_path_for
-
-N_FRAMES = 10
-FRAME_SIZE = 256
-JPEG_QUALITY = 95
-
-# The SpecVQGAN VGGSound recipe (facts/tokenizers.md §3). Recorded in extracted/index.json;
-# `tokenize` refuses shards made with anything else.
-MEL_PARAMS: dict[str, Any] = {
-    "recipe": "specvqgan-spec01",
-    "sample_rate": 22050,
-    "n_samples": 220500,
-    "n_fft": 1024,
-    "hop_length": 256,
-    "window": "hann-periodic",
-    "power": 1.0,
-    "n_mels": 80,
-    "fmin": 125.0,
-    "fmax": 7600.0,
-    "mel_norm": "slaney",
-    "mel_htk": False,
-    "amin": 1e-5,
-    "spec01": "clip((20*log10(max(mel,amin))+80)/100,0,1)",
-    "trim_frames": 860,
-    "crop": [6, 854],
-    "downmix": "ffmpeg-swr",
-}
-MEL_SHAPE = (MEL_PARAMS["n_mels"], MEL_PARAMS["crop"][1] - MEL_PARAMS["crop"][0])  # (80, 848)
 FIXED_MTIME = 946684800.0  # 2000-01-01, any constant works
 
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]")

@@ -150,7 +150,7 @@ def check_rows(rows: list[ManifestRow]) -> None:
 
 def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> Path:
     """Write rows as .parquet or .csv (chosen by the extension), atomically."""
-    from .index import atomic_write_bytes
+    from avtok.model.files import atomic_write_bytes
 
     check_rows(rows)
     path = Path(path)

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .index import read_json, write_json
+from avtok.model.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

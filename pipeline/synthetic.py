@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from avtok.model.files import atomic_write_bytes
+from avtok.model.geometry import SAMPLE_RATE
 
 from .ffmpeg import ffmpeg_exe
-from .index import atomic_write_bytes
 
-SAMPLE_RATE = 22050
 DURATION_S = 10.0
 SIZE = 256
 FPS = 5

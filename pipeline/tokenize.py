@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from avtok.model.files import read_json, sha256_file, write_json
+from avtok.model.geometry import MEL_PARAMS, N_FRAMES
+from avtok.model.token_shards import IMAGE_TOKENS, make_meta, shard_name, write_token_index, write_token_shard
 
-from .extracted import MEL_PARAMS, N_FRAMES, decode_sample, iter_raw_samples
-from .index import read_json, sha256_file, write_json
+from .extracted import decode_sample, iter_raw_samples
 from .runner import ProgressEvent, RunResult, ShardJob, run_shards
-from .shards import IMAGE_TOKENS, make_meta, shard_name, write_token_index, write_token_shard
 
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.tar$")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from avtok.pipeline.shards import (
+from avtok.model.token_shards import (
     AUDIO_GRID,
     IMAGE_TOKENS,
     N_FRAMES,

@@ -6,7 +6,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from avtok.pipeline.decode import DecodeError, decode, pick_indices, scaled_size
+from avtok.pipeline.decode import decode
+from avtok.pipeline.decoded import DecodeError, pick_indices, scaled_size
 from avtok.pipeline.ffmpeg import ffmpeg_exe
 from media import make_clip, make_junk, make_seconds_clip, run_ffmpeg, second_of_frame, truncate
 

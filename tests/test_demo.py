@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from avtok.cli.main import cli
+from avtok.model.mel import spec01
 from avtok.pipeline import demo as D
 from avtok.pipeline import synthetic as syn
-from avtok.pipeline.mel import spec01
 from click.testing import CliRunner
 from PIL import Image
 

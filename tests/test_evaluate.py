@@ -12,8 +12,8 @@ from avtok.cli.main import cli
 from avtok.model import evaluate as E
 from avtok.model.checkpoint import save_checkpoint
 from avtok.model.config import preset
+from avtok.model.token_shards import make_meta, write_token_index, write_token_shard
 from avtok.model.transformer import AVTransformer
-from avtok.pipeline.shards import make_meta, write_token_index, write_token_shard
 from click.testing import CliRunner
 
 CB = 32

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from avtok.pipeline import shards
+from avtok.model import token_shards as shards
 from avtok.pipeline.extracted import read_extracted_shard
 from avtok.pipeline.runner import _remote_task
 from media import make_clip, make_junk

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from avtok.model.generate import GenerateError, colorize, parse_time_range, side_by_side
-from avtok.pipeline.media_io import MediaError, load_audio, load_audio_spec01, load_image, output_paths
+from avtok.pipeline.generate import output_paths
+from avtok.pipeline.media import MediaError, load_audio, load_audio_spec01, load_image
 from PIL import Image
 
 
@@ -113,12 +114,12 @@ def _clip_image(k: int, rng: np.random.Generator) -> np.ndarray:
 def trained(tmp_path_factory):
     """A tiny model trained briefly on patch-kmeans tokens of generated image/sound pairs."""
     import torch
+    from avtok.model.geometry import MEL_PARAMS
+    from avtok.model.mel import spec01
+    from avtok.model.token_shards import make_meta, write_token_index, write_token_shard
     from avtok.model.tokenizers import frames_to_input, load_tokenizer, mel_to_input
     from avtok.model.tokenizers.patch_kmeans import fit_patch_kmeans
     from avtok.model.train import TrainConfig, train
-    from avtok.pipeline.extracted import MEL_PARAMS
-    from avtok.pipeline.mel import spec01
-    from avtok.pipeline.shards import make_meta, write_token_index, write_token_shard
     from avtok.pipeline.synthetic import synth_audio
 
     torch.set_num_threads(1)

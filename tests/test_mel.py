@@ -6,8 +6,8 @@ import librosa
 import numpy as np
 import pytest
 import torch
-from avtok.pipeline.extracted import MEL_SHAPE
-from avtok.pipeline.mel import mel_basis, spec01
+from avtok.model.geometry import MEL_SHAPE
+from avtok.model.mel import mel_basis, spec01
 
 SR = 22050
 

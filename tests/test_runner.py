@@ -6,7 +6,7 @@ import json
 import sys
 
 import pytest
-from avtok.pipeline.index import atomic_write_bytes
+from avtok.model.files import atomic_write_bytes
 from avtok.pipeline.runner import ShardJob, run_shards, stats_path_for
 
 

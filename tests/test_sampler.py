@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-from avtok.model.sampler import N_AUDIO, N_IMAGE, guidance_scale, sample, seconds_to_audio_hole
+from avtok.model.geometry import AUDIO_TOKENS as N_AUDIO
+from avtok.model.geometry import IMAGE_TOKENS as N_IMAGE
+from avtok.model.sampler import guidance_scale, sample, seconds_to_audio_hole
 from torch import nn
 
 K_IMG, K_AUD = 32, 24
@@ -24,6 +27,7 @@ class StandIn(nn.Module):
         self.head_i = nn.Parameter(torch.randn(d, K_IMG, generator=g))
         self.head_a = nn.Parameter(torch.randn(d, K_AUD, generator=g))
         self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.cfg = SimpleNamespace(image_tokens=N_IMAGE, audio_tokens=N_AUDIO)  # what the sampler reads
 
     def forward_logits(self, image_tokens, audio_tokens, image_known, audio_known):
         self.calls.append((image_tokens.clone(), audio_tokens.clone(), image_known.clone(), audio_known.clone()))
@@ -178,7 +182,7 @@ def test_guided_logits_formula() -> None:
     img, aud = _tokens(2)
     tokens = torch.cat([img, aud], 1)
     known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
-    _, guided = _logits(model, tokens, known, "image", 3.0)
+    _, guided = _logits(model, tokens, known, N_IMAGE, "image", 3.0)
     _, c = StandIn().forward_logits(img, aud, known[:, :N_IMAGE], known[:, N_IMAGE:])
     _, u = StandIn().forward_logits(img, aud, ~known[:, :N_IMAGE], known[:, N_IMAGE:])
     torch.testing.assert_close(guided, c + 3.0 * (c - u))

@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from avtok.cli.main import cli
+from avtok.model.files import write_json
+from avtok.model.geometry import MEL_PARAMS
+from avtok.model.token_shards import load_token_index, make_meta, write_token_shard
 from avtok.model.tokenizers import frames_to_input, load_tokenizer, mel_to_input
 from avtok.model.tokenizers.patch_kmeans import fit_patch_kmeans
 from avtok.pipeline import tokenize as tok_mod
-from avtok.pipeline.extracted import MEL_PARAMS, ExtractedSample, read_extracted_shard, write_extracted_shard
-from avtok.pipeline.index import write_json
-from avtok.pipeline.shards import load_token_index, make_meta, write_token_shard
+from avtok.pipeline.extracted import ExtractedSample, read_extracted_shard, write_extracted_shard
 from avtok.pipeline.tokenize import TokenizeError, run_tokenize
 from click.testing import CliRunner
 from test_kmeans import make_frames, make_mels

@@ -8,8 +8,8 @@ import pytest
 import torch
 from avtok.cli.main import cli
 from avtok.model.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from avtok.model.token_shards import write_token_index, write_token_shard
 from avtok.model.train import TrainConfig, TrainingError, train
-from avtok.pipeline.shards import write_token_index, write_token_shard
 from click.testing import CliRunner
 from synth_tokens import synth_meta, write_synthetic
 

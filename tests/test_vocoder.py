@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from avtok.model.mel import spec01
 from avtok.model.vocoder import (
     MelGANGenerator,
     VocoderError,
@@ -13,7 +14,6 @@ from avtok.model.vocoder import (
     load_vocoder,
     spec01_to_mel,
 )
-from avtok.pipeline.mel import spec01
 from torch import nn
 
 

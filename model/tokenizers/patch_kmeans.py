@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..geometry import FRAME_SIZE, MEL_SHAPE
 from .checkpoint_io import CheckpointLoadError, weights_fingerprint
 
 FORMAT = "avtok-patch-kmeans/1"
 PATCH = 16
 # modality -> (channels, input H×W)
-MODALITIES: dict[str, tuple[int, tuple[int, int]]] = {"image": (3, (256, 256)), "audio": (1, (80, 848))}
+MODALITIES: dict[str, tuple[int, tuple[int, int]]] = {"image": (3, (FRAME_SIZE, FRAME_SIZE)), "audio": (1, MEL_SHAPE)}
 
 
 def to_patches(x: torch.Tensor, patch: int = PATCH) -> torch.Tensor:

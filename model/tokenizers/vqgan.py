@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..geometry import AUDIO_GRID, MEL_FRAMES
+
 
 @dataclass(frozen=True)
 class VQGANConfig:
@@ -36,7 +38,7 @@ class VQGANConfig:
 
 
 TAMING_F16_1024 = VQGANConfig()
-SPECVQGAN_VGGSOUND = VQGANConfig(in_channels=1, out_ch=1, attn_resolutions=(53,), resolution=848)
+SPECVQGAN_VGGSOUND = VQGANConfig(in_channels=1, out_ch=1, attn_resolutions=(AUDIO_GRID[1],), resolution=MEL_FRAMES)
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
+from ..geometry import MEL_SHAPE
 from .checkpoint_io import CheckpointLoadError, load_state_dict_file, weights_fingerprint
 from .vqgan import SPECVQGAN_VGGSOUND, TAMING_F16_1024, VQGAN, VQGANConfig, exact_numerics, fast_dtype
 
 # kind -> (config, modality, input size H×W)
 KINDS: dict[str, tuple[VQGANConfig, str, tuple[int, int]]] = {
     "taming": (TAMING_F16_1024, "image", (256, 256)),
-    "specvqgan": (SPECVQGAN_VGGSOUND, "audio", (80, 848)),
+    "specvqgan": (SPECVQGAN_VGGSOUND, "audio", MEL_SHAPE),
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from avtok.pipeline.index import file_digest
+from ..files import file_digest
 
 _A3S = "https://a3s.fi/swift/v1/AUTH_a235c0f452d648828f745589cde1219a/specvqgan_public"
 _SPECVQGAN_REPO = "https://github.com/v-iashin/SpecVQGAN/raw/33c601d"

@@ -1,11 +1,13 @@
-"""`index.json` and atomic file writes, shared by every stage's output folder."""
+"""Output-folder plumbing shared by every stage: atomic writes, `index.json`, digests, the folder lock."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,41 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+class FolderLockedError(RuntimeError):
+    """Another live process holds the output folder; the message names it (pid, host, command)."""
+
+
+LOCK_NAME = ".avtok.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """Hold `folder/.avtok.lock` for the duration of the block, or raise FolderLockedError at once.
+
+    The lock is an OS file lock (flock), so a process that dies releases it and the next run takes it
+    over without any staleness guess; the file's text (pid, host, command, start time) only serves the
+    message shown to a second run.
+    """
+    import fcntl
+    import socket
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise FolderLockedError(f"{folder} is in use by {holder}; wait for it to finish or pick another "
+                                    f"output folder") from None
+        info = f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {time.strftime('%H:%M:%S')})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing drops the flock; the file stays (removing it would race a waiting run)

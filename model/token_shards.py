@@ -21,16 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .index import avtok_version, read_json, sha256_file, temp_path_for, write_json
+from .files import avtok_version, read_json, sha256_file, temp_path_for, write_json
+from .geometry import AUDIO_GRID, AUDIO_ORDER, AUDIO_TOKENS, IMAGE_GRID, IMAGE_TOKENS, N_FRAMES
 
 FORMAT = "avtok-tokens/1"
-N_FRAMES = 10
-IMAGE_GRID = (16, 16)
-AUDIO_GRID = (5, 53)
-IMAGE_TOKENS = IMAGE_GRID[0] * IMAGE_GRID[1]  # 256
-AUDIO_TOKENS = AUDIO_GRID[0] * AUDIO_GRID[1]  # 265
 ROW_GROUP = 1024
-AUDIO_ORDER = "row-major over (mel band, time); row 0 = lowest band"
 # Keys of the metadata that every shard of one folder must share.
 SHARED_KEYS = ("format", "frames", "image_grid", "audio_grid", "image_codebook", "audio_codebook",
                "image_tokenizer", "audio_tokenizer", "mel", "audio_order")

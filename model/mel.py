@@ -1,4 +1,4 @@
-"""The SpecVQGAN log-mel ("spec01") of a 10 s, 22050 Hz mono waveform (facts/tokenizers.md §3).
+"""The SpecVQGAN log-mel ("spec01") of a 10 s, 22050 Hz mono waveform (docs/formats.md).
 
 torch.stft (centre, reflect padding, periodic Hann) + librosa's Slaney mel basis, in float32 like
 librosa itself on float32 audio (max abs difference to librosa ~1e-5; float64 costs 2-3x more);
@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import torch
 
-from .extracted import MEL_PARAMS
+from .geometry import MEL_PARAMS
 
 P = MEL_PARAMS
 
