@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "generate": "generate:generate",
     "eval": "evaluate:evaluate",
     "demo": "demo:demo",
+    "app": "app:app",
+    "inspect": "inspect:inspect",
 }
 
 HELP: dict[str, str] = {
@@ -33,6 +35,8 @@ HELP: dict[str, str] = {
     "generate": "Generate audio from an image (and other directions) with a trained checkpoint.",
     "eval": "Token-level and waveform metrics of a checkpoint on a token split.",
     "demo": "Run the whole chain on a generated mini data set, on CPU, in minutes.",
+    "app": "Serve a Gradio page for a checkpoint: all four tasks, in the browser (needs avtok[app]).",
+    "inspect": "Contact sheets, sample wavs and statistics of an extracted or token folder.",
 }
 
 
