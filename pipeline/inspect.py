@@ -243,7 +243,7 @@ def sample_boxes(row: int) -> dict[str, Any]:
 def contact_sheet(shown: list[Shown]) -> np.ndarray:
     """uint8 [MARGIN + rows·ROW_HEIGHT, SHEET_WIDTH, 3] on white: per sample a caption, its frames and mel."""
     from avtok.model.generate import colorize
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     sheet = np.full((MARGIN + max(len(shown), 1) * ROW_HEIGHT, SHEET_WIDTH, 3), 255, np.uint8)
     for row, s in enumerate(shown):
@@ -254,8 +254,9 @@ def contact_sheet(shown: list[Shown]) -> np.ndarray:
         sheet[y:y + h, x:x + w] = np.repeat(np.repeat(colorize(s.mel), MEL_SCALE, 0), MEL_SCALE, 1)
     im = Image.fromarray(sheet)
     draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=14)
     for row, s in enumerate(shown):
-        draw.text((MARGIN, MARGIN + row * ROW_HEIGHT + 3), s.caption[:300], fill=(0, 0, 0))
+        draw.text((MARGIN, MARGIN + row * ROW_HEIGHT + 2), s.caption[:300], fill=(0, 0, 0), font=font)
     return np.asarray(im)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,10 +78,12 @@ def _browser():
 
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1300,1000"):
+                "--window-size=1300,1150"):
         opts.add_argument(arg)
-    opts.binary_location = "/usr/bin/chromium"
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+    opts.binary_location = chromium
+    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 def _save_small(png: bytes, path: Path, width: int = 900) -> None:
