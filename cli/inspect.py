@@ -24,15 +24,26 @@ def inspect(path, samples, out, vocoder, image_tokenizer, audio_tokenizer) -> No
     """Look at what `avtok extract` or `avtok tokenize` wrote in PATH: a contact sheet (frames and mel per
     clip; token folders are decoded with their tokenizers), wavs, and statistics (printed and stats.json)."""
     from avtok.pipeline.inspect import inspect_folder, preview_vocoder, write_inspection
+    from tqdm import tqdm
 
     out = Path(out) if out else Path(f"{Path(path).resolve().name}-inspect")
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="shards", unit="shard", leave=False))
+        bars[0].update(done - bars[0].n)
+
     try:
         ins = inspect_folder(path, samples=samples, vocoder=preview_vocoder(vocoder),
-                             image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer)
+                             image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, progress=progress)
         written = write_inspection(ins, out)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(json.dumps(ins.stats, indent=2))
     click.echo(f"{ins.kind} folder {path}: {ins.stats['clips']} clips; sheet of {len(ins.shown)} -> {written[0]}, "
                f"{len(written) - 2} wavs in {out / 'wav'}, stats in {written[1]}")

@@ -32,9 +32,10 @@ TASK_TITLES = {"image2audio": "Image → sound", "audio2image": "Sound → image
 
 @dataclass
 class Result:
-    """What one request produced: pictures (image + mel, or images) and waveforms (float32, 22050 Hz)."""
+    """What one request produced: one picture (per sample an image + mel row, or the images side by side)
+    and the waveforms (float32, 22050 Hz)."""
 
-    pictures: list[np.ndarray]
+    picture: np.ndarray
     waves: list[np.ndarray] = field(default_factory=list)
     message: str = ""
 
@@ -56,21 +57,34 @@ def run_task(bundle: Bundle, vocoder: Callable[[np.ndarray], Any] | None, task: 
     if not 1 <= int(steps) <= 1000:
         raise GenerateError("steps must be 1 to 1000")
     if task == "inpaint":
-        start, end = (float(hole[0]), float(hole[1])) if hole else (0.0, 0.0)
+        if hole is None or None in hole:
+            raise GenerateError("give the start and the end of the range to regenerate, in seconds")
+        start, end = float(hole[0]), float(hole[1])
         if not 0.0 <= start < end <= CLIP_SECONDS:
             raise GenerateError(f"bad time range {start:g}-{end:g} s: need 0 <= start < end <= {CLIP_SECONDS:g}")
         hole = (start, end)
-    img = load_image(image) if image else None
-    mel = load_audio_spec01(audio) if audio else None
+    # read only what the task uses (a hidden tab's leftover upload is not an input)
+    img = load_image(image) if task in ("image2audio", "inpaint") else None
+    mel = load_audio_spec01(audio) if task in ("audio2image", "inpaint") else None
+    hole = hole if task == "inpaint" else None
     gen = generate(bundle, task, image=img, spec01=mel, hole=hole, num_samples=int(num_samples), seed=int(seed),
                    steps=int(steps), cfg=float(cfg), vocoder=vocoder if task != "audio2image" else None,
                    progress=progress)
     n = int(num_samples)
     if task == "audio2image":
-        return Result(pictures=[gen.images[i] for i in range(n)], message=_summary(task, gen.meta, n))
-    pictures = [side_by_side(gen.images[i], gen.spec01[i]) for i in range(n)]
+        return Result(picture=stack([gen.images[i] for i in range(n)], axis=1), message=_summary(task, gen.meta, n))
+    picture = stack([side_by_side(gen.images[i], gen.spec01[i]) for i in range(n)], axis=0)
     waves = [np.asarray(gen.waves[i], np.float32) for i in range(n)] if gen.waves is not None else []
-    return Result(pictures=pictures, waves=waves, message=_summary(task, gen.meta, n))
+    return Result(picture=picture, waves=waves, message=_summary(task, gen.meta, n))
+
+
+def stack(pictures: list[np.ndarray], axis: int, gap: int = 8) -> np.ndarray:
+    """Same-size uint8 pictures joined along `axis` (0: rows, 1: columns) with white gaps of `gap` pixels."""
+    shape = list(pictures[0].shape)
+    shape[axis] = gap
+    white = np.full(shape, 255, np.uint8)
+    parts = [p for pic in pictures for p in (white, pic)][1:]
+    return np.concatenate(parts, axis=axis)
 
 
 def _summary(task: str, meta: dict[str, Any], n: int) -> str:
@@ -124,10 +138,11 @@ def make_examples(bundle: Bundle, vocoder: Callable[[np.ndarray], Any], shards: 
 
 def _pick_clips(labels: list[str], count: int) -> list[int]:
     """Row numbers of up to `count` clips, one per label first, in stored order."""
-    seen: set[str] = set()
-    first = [i for i, lab in enumerate(labels) if not (lab in seen or seen.add(lab))]
-    rest = [i for i in range(len(labels)) if i not in set(first)]
-    return (first + rest)[:count]
+    first: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        first.setdefault(label, i)
+    chosen = set(first.values())
+    return (sorted(chosen) + [i for i in range(len(labels)) if i not in chosen])[:count]
 
 
 def _int16(wave: np.ndarray) -> np.ndarray:
@@ -155,8 +170,8 @@ def _handler(gr, bundle: Bundle, vocoder, task: str) -> Callable:
             raise gr.Error(f"internal error ({type(e).__name__}: {_one_line(e)}); see the server log",
                            print_exception=False) from None
         players = [gr.update(value=(SAMPLE_RATE, _int16(res.waves[i])) if i < len(res.waves) else None,
-                             visible=i < len(res.waves) or i == 0) for i in range(MAX_SAMPLES)]
-        return [res.message, res.pictures, *players]
+                             visible=i < len(res.waves)) for i in range(MAX_SAMPLES)]
+        return [res.message, res.picture, *players]
 
     run.__name__ = task
     return run
@@ -207,15 +222,15 @@ def _task_tab(gr, bundle: Bundle, vocoder, task: str, examples: list[Example], c
                             example_labels=[e.label or e.video_id for e in examples])
         with gr.Column():
             status = gr.Markdown(elem_id=f"{task}-status")
-            pictures = gr.Gallery(label="Image + mel" if task != "audio2image" else "Images", columns=2,
-                                  height=300, object_fit="contain", format="png", elem_id=f"{task}-gallery")
+            picture = gr.Image(label="Image + mel per sample" if task != "audio2image" else "Images",
+                               type="numpy", format="png", interactive=False, elem_id=f"{task}-picture")
             # the browser's own player (a plain <audio>), not the waveform widget
             players = [gr.Audio(label=f"Sample {i}", type="numpy", format="wav", interactive=False,
                                 waveform_options=gr.WaveformOptions(show_recording_waveform=False),
                                 visible=task != "audio2image" and i == 0, elem_id=f"{task}-audio-{i}")
                        for i in range(MAX_SAMPLES)]
     button.click(_handler(gr, bundle, vocoder, task), inputs=[image, audio, start, end, *controls],
-                 outputs=[status, pictures, *players], api_name=task)
+                 outputs=[status, picture, *players], api_name=task)
 
 
 def examples_folder() -> Path:

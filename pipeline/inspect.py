@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from avtok.model.files import read_json
 from avtok.model.geometry import FRAME_SIZE, MEL_SHAPE, N_FRAMES
 
 MARGIN, GAP, HEADER, MEL_SCALE = 8, 4, 22, 2
@@ -73,7 +74,7 @@ def folder_kind(folder: str | os.PathLike) -> str:
     if not index.is_file():
         raise InspectError(f"{folder}: no index.json; not an `avtok extract` or `avtok tokenize` output folder")
     try:
-        meta = json.loads(index.read_text())
+        meta = read_json(index)
     except (OSError, ValueError) as e:
         raise InspectError(f"{index}: unreadable ({e})") from e
     if meta.get("kind") == "avtok-extracted":
@@ -84,14 +85,16 @@ def folder_kind(folder: str | os.PathLike) -> str:
 
 
 def inspect_folder(folder: str | os.PathLike, samples: int = 4, vocoder: Callable | None = None,
-                   image_tokenizer: str | os.PathLike | None = None,
-                   audio_tokenizer: str | os.PathLike | None = None) -> Inspection:
-    """Statistics of the whole folder, plus the first `samples` clips decoded, vocoded and drawn on a sheet."""
+                   image_tokenizer: str | os.PathLike | None = None, audio_tokenizer: str | os.PathLike | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Inspection:
+    """Statistics of the whole folder, plus the first `samples` clips decoded, vocoded and drawn on a sheet.
+
+    progress(shards_read, shards) is called while an extracted folder's shards are counted."""
     folder = Path(folder)
     kind = folder_kind(folder)
     vocoder = vocoder or preview_vocoder()
     if kind == "extracted":
-        stats, shown = _extracted_stats(folder), _extracted_samples(folder, samples, vocoder)
+        stats, shown = _extracted_stats(folder, progress), _extracted_samples(folder, samples, vocoder)
     else:
         stats, shown = _token_folder(folder, samples, vocoder, image_tokenizer, audio_tokenizer)
     ins = Inspection(kind, folder, stats, shown)
@@ -112,14 +115,15 @@ def warning_kind(text: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", text)
 
 
-def _extracted_stats(folder: Path) -> dict[str, Any]:
+def _extracted_stats(folder: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     from .extracted import iter_raw_samples
 
     labels: Counter = Counter()
     splits: Counter = Counter()
     warn_kinds: Counter = Counter()
     clips = warned = 0
-    for tar in _tars(folder):
+    tars = _tars(folder)
+    for done, tar in enumerate(tars, 1):
         for _key, members in iter_raw_samples(tar):
             meta = json.loads(members["json"]) if "json" in members else {}
             clips += 1
@@ -128,8 +132,10 @@ def _extracted_stats(folder: Path) -> dict[str, Any]:
             warnings = meta.get("warnings") or []
             warned += bool(warnings)
             warn_kinds.update(warning_kind(w) for w in warnings)
-    index = json.loads((folder / "index.json").read_text())
-    return {"kind": "extracted", "folder": str(folder), "clips": clips, "shards": len(_tars(folder)),
+        if progress is not None:
+            progress(done, len(tars))
+    index = read_json(folder / "index.json")
+    return {"kind": "extracted", "folder": str(folder), "clips": clips, "shards": len(tars),
             "videos": index.get("counts", {}).get("videos"), "keep_audio": bool(index.get("keep_audio")),
             "errors": _error_counts(folder / "errors.parquet"),
             "warnings": {"clips": warned, "total": sum(warn_kinds.values()), "by_kind": dict(warn_kinds)},

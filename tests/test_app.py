@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +20,11 @@ import pytest
 import soundfile as sf
 from av_folders import shared_folders, tiny_checkpoint
 from PIL import Image
+from screenshots import browser, free_port, save_small
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img" / "app.png"
 N_WAVE = 848 * 256  # samples of a generated clip (9.85 s at 22050 Hz)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rms(wav_bytes: bytes) -> tuple[float, int, int]:
@@ -44,7 +37,7 @@ def server(tmp_path_factory):
     """`avtok app` in a subprocess on a free loopback port, with examples from the token shards."""
     folders = shared_folders(tmp_path_factory)
     ckpt = tiny_checkpoint(folders)
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "avtok.cli.main", "app", "--checkpoint", str(ckpt), "--port", str(port),
            "--shards", str(folders["tokens"]), "--examples", "2", "--fast-vocoder"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -72,29 +65,6 @@ def test_app_binds_loopback_by_default(server) -> None:
         assert r.status == 200 and b"avtok" in r.read()
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1300,1150"):
-        opts.add_argument(arg)
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-    opts.binary_location = chromium
-    return webdriver.Chrome(service=Service(driver), options=opts)
-
-
-def _save_small(png: bytes, path: Path, width: int = 900) -> None:
-    """A small palette PNG of a screenshot (for the README)."""
-    with Image.open(io.BytesIO(png)) as im:
-        im = im.convert("RGB")
-        im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        im.quantize(colors=128).save(path, optimize=True)
-
-
 def test_app_in_headless_chromium(server) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -104,7 +74,7 @@ def test_app_in_headless_chromium(server) -> None:
     folders = server["folders"]
     image = folders["videos"].parent / "upload.png"
     Image.fromarray(np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))).save(image)
-    driver = _browser()
+    driver = browser(1300, 820)
     try:
         wait = WebDriverWait(driver, 180)
         driver.get(server["url"] + "/")
@@ -129,13 +99,13 @@ def test_app_in_headless_chromium(server) -> None:
         assert rms > 1e-3  # not silence
         status = driver.find_element(By.CSS_SELECTOR, "#image2audio-status").text
         assert "4 steps" in status and "seed 0" in status
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image2audio-gallery img"))
-        time.sleep(0.5)  # let the gallery finish drawing
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image2audio-picture img"))
+        time.sleep(0.5)  # let the picture finish drawing
         shot = driver.get_screenshot_as_png()
         (ARTIFACTS / "app-image2audio.png").write_bytes(shot)
-        _save_small(shot, ARTIFACTS / "app-small.png")
+        save_small(shot, ARTIFACTS / "app-small.png")
         if os.environ.get("AVTOK_UPDATE_DOCS_IMG") == "1":
-            _save_small(shot, DOCS_IMG)
+            save_small(shot, DOCS_IMG)
 
         # a bad request: the message is shown on the page, no traceback
         driver.find_element(By.XPATH, "//button[@role='tab'][contains(., 'Inpaint')]").click()
@@ -159,10 +129,14 @@ def test_app_through_client_api(server, tmp_path) -> None:
     sound = tmp_path / "sound.wav"
     sf.write(sound, 0.3 * np.sin(2 * np.pi * 440 * np.arange(22050 * 3) / 22050), 22050)
 
-    status, gallery, *players = client.predict(handle_file(frame), None, 3.0, 6.0, 3.0, 4, 7, 2,
+    status, picture, *players = client.predict(handle_file(frame), None, 3.0, 6.0, 3.0, 4, 7, 2,
                                                api_name="/image2audio")
     assert "2 sample(s)" in status and "seed 7" in status
-    assert len(gallery) == 2 and Image.open(gallery[0]["image"]).size == (256 + 8 + 848, 256)
+    with Image.open(picture) as im:  # per sample a row: the image, a gap, the mel stretched to 256 rows
+        assert im.size == (256 + 8 + 848, 2 * 256 + 8)
+        pixels = np.asarray(im.convert("RGB"))
+    assert (pixels[:256, :256] == (200, 40, 40)).all() and (pixels[264:, :256] == (200, 40, 40)).all()
+    assert (pixels[256:264] == 255).all() and (pixels[:, 256:264] == 255).all()
     waves = [Path(p["value"]).read_bytes() for p in players[:2]]
     for data in waves:
         rms, sr, n = _rms(data)
@@ -170,8 +144,8 @@ def test_app_through_client_api(server, tmp_path) -> None:
     assert waves[0] != waves[1]  # two samples, not one twice
     assert [p["value"] for p in players[2:]] == [None, None] and not players[2]["visible"]
 
-    _, images, *_ = client.predict(None, handle_file(sound), 0, 0, 3.0, 2, 0, 1, api_name="/audio2image")
-    assert len(images) == 1 and Image.open(images[0]["image"]).size == (256, 256)
+    _, images, *_ = client.predict(None, handle_file(sound), 0, 0, 3.0, 2, 0, 2, api_name="/audio2image")
+    assert Image.open(images).size == (2 * 256 + 8, 256)  # two images side by side
     status, _, player, *_ = client.predict(handle_file(frame), handle_file(sound), 8.0, 10.0, 3.0, 2, 0, 1,
                                            api_name="/inpaint")
     assert "regenerated 8-10 s" in status and _rms(Path(player["value"]).read_bytes())[0] > 1e-3
@@ -196,7 +170,7 @@ def test_app_cli_errors(tmp_path) -> None:
 
     fake = tmp_path / "model.pt"
     fake.write_bytes(b"PK\x03\x04 no checkpoint")
-    res = CliRunner().invoke(cli, ["app", "--checkpoint", str(fake), "--port", str(_free_port())])
+    res = CliRunner().invoke(cli, ["app", "--checkpoint", str(fake), "--port", str(free_port())])
     assert res.exit_code == 1 and res.output.startswith("Error: ") and "model.pt" in res.output
     assert res.output.count("\n") == 1
     res = CliRunner().invoke(cli, ["app", "--checkpoint", str(fake), "--port", "0"])
