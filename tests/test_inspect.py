@@ -74,7 +74,7 @@ def test_inspect_extracted_folder(folders, tmp_path) -> None:
     # the 4 s clip: short video and short audio, one clip with two warnings
     assert stats["warnings"] == {"clips": 1, "total": 2, "by_kind": {
         "video ends before frame # of #: repeated the last frame": 1, "audio is # s < # s: zero-padded": 1}}
-    assert json.loads(printed[:printed.rindex("}") + 1]) == stats
+    assert json.loads(printed[printed.index("{\n"):printed.rindex("}") + 1]) == stats  # printed too
 
 
 def test_inspect_token_folder(folders, tmp_path) -> None:
