@@ -59,10 +59,29 @@ def server(tmp_path_factory):
             proc.kill()
 
 
+def _outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.254.254.254", 1))
+        except OSError:
+            return None
+        ip = s.getsockname()[0]
+    return None if ip.startswith("127.") else ip
+
+
 def test_app_binds_loopback_by_default(server) -> None:
+    import socket
+
     assert server["url"] == f"http://127.0.0.1:{server['port']}"
     with urllib.request.urlopen(server["url"] + "/", timeout=30) as r:
         assert r.status == 200 and b"avtok" in r.read()
+    outward = _outward_address()
+    if outward is not None:  # the same port on the machine's other address: nobody listens there
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outward, server["port"]), timeout=10).close()
 
 
 def test_app_in_headless_chromium(server) -> None:
