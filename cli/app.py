@@ -49,4 +49,5 @@ def app(checkpoint, host, port, shards, n_examples, device, vocoder, fast_vocode
             server_name=host, server_port=port, share=False, show_error=True, inbrowser=False,
             allowed_paths=[str(folder)] if folder else None)
     except OSError as e:  # port taken, address not ours
-        raise click.ClickException(f"cannot listen on {host}:{port} ({str(e).strip().splitlines()[0]})") from None
+        why = "the port is taken; pass another --port" if "empty port" in str(e) else str(e).strip().splitlines()[0]
+        raise click.ClickException(f"cannot listen on {host}:{port}: {why}") from None

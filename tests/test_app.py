@@ -196,6 +196,16 @@ def test_app_cli_errors(tmp_path) -> None:
     assert res.exit_code == 2 and "--port" in res.output
 
 
+def test_app_port_taken(server, tmp_path_factory) -> None:
+    from avtok.cli.main import cli
+    from click.testing import CliRunner
+
+    ckpt = tiny_checkpoint(shared_folders(tmp_path_factory))
+    res = CliRunner().invoke(cli, ["app", "--checkpoint", str(ckpt), "--port", str(server["port"]), "--fast-vocoder"])
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and f":{server['port']}" in res.output
+    assert "--port" in res.output and "Traceback" not in res.output
+
+
 def test_importing_avtok_does_not_import_gradio() -> None:
     code = ("import sys, avtok.cli.main, avtok.cli.app, avtok.pipeline.app, avtok.pipeline.inspect; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'gradio_client', 'selenium')))")
