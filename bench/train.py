@@ -5,7 +5,7 @@
 
 One full training step as in avtok train (masking + drop, autocast, GradScaler for fp16, clip 3.0,
 fused AdamW on GPU) on random tokens. Each mode runs in the same process, so the printed ratio to the
-first mode compares like with like. MFU = FLOPs per sample (facts/method.md §3.7, ×3 for training) ×
+first mode compares like with like. MFU = FLOPs per sample (docs/method.md, "Size and cost"; ×3 for training) ×
 samples/s / peak; on CPU the peak is measured with a large fp32 matmul unless --peak-tflops is given.
 """
 

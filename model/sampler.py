@@ -1,4 +1,4 @@
-"""MaskGIT-style iterative decoding with classifier-free guidance (facts/method.md §2.1, §2.4).
+"""MaskGIT-style iterative decoding with classifier-free guidance (docs/method.md, "Sampling").
 
 One loop serves every task. Image and audio tokens are laid out as one sequence of 256 + 265
 positions; each position is *known* (given, never changes) or a *target* (to be generated; it
