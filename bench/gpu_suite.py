@@ -15,24 +15,20 @@ figures, not failures.
 
 from __future__ import annotations
 
+import argparse
+import json
+import multiprocessing as mp
 import os
-
-# The parent must never initialise CUDA (its forked children could not use it): count GPUs via NVML.
-os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
@@ -85,6 +81,7 @@ class Ctx:
     deadline: Deadline
     rows_path: str
     sizes: dict[str, Any] = field(default_factory=dict)
+    gpus: int = 0  # visible GPUs, counted by the parent's probe (a part must not touch CUDA before forking)
 
     def _write(self, record: dict) -> None:
         with open(self.rows_path, "a") as f:  # one line per record, flushed: survives a kill
@@ -112,7 +109,7 @@ TINY = {"tokenize": dict(clips=1, frames_per_clip=2, small=True, batch_size=11, 
         "train": dict(preset_name="tiny", batch=2, steps=2, warmup=1),
         "fp16": dict(preset_name="tiny", batch=2, steps=1, warmup=1),
         "compile": dict(warmup=1, backend="aot_eager"),
-        "sample": dict(name="tiny", precision="bf16", batch=2, steps=30, cfg=3.0, repeat=1)}
+        "sample": dict(name="tiny", precision="bf16", batch=2, steps=6, cfg=3.0, repeat=1)}
 MEM_LIMIT_GIB = 15.0  # fp16 on a 16 GB V100, leaving room for the CUDA context
 
 
@@ -161,7 +158,7 @@ def _train_note(r: dict) -> str:
     mem = (f"peak {r['peak_alloc_gib']:.1f} GiB alloc / {r['peak_reserved_gib']:.1f} reserved"
            if "peak_alloc_gib" in r else f"max RSS {r['max_rss_gib']:.2f} GiB")
     left = "" if r["steps_timed"] >= r["steps_planned"] else "; budget exhausted"
-    return (f"{r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.0f} ms/step, {mfu}, {mem}, "
+    return (f"{r['preset']} b{r['batch']} {r['precision']}: {r['samples_per_s']:.1f} samples/s, {r['ms_per_step']:.0f} ms/step, {mfu}, {mem}, "
             f"{r['steps_timed']}/{r['steps_planned']} steps, warm-up {r['warmup_s']:.0f} s{left}")
 
 
@@ -225,7 +222,7 @@ def _ddp_rank(rank: int, world: int, port: int, ctx: Ctx, out: str) -> None:
 
 def part_ddp(ctx: Ctx) -> None:
     cuda = ctx.device.type == "cuda"
-    world = torch.cuda.device_count() if cuda else 2  # CPU: 2 gloo processes exercise the same path
+    world = ctx.gpus if cuda else 2  # CPU: 2 gloo processes exercise the same path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -246,8 +243,8 @@ def part_ddp(ctx: Ctx) -> None:
 
 
 PARTS = (
-    Part("device", 20, 4, (Row("device.matmul", "measured dense matmul rate", "TFLOP/s"),), part_device),
-    Part("tokenize", 80, 18, (
+    Part("device", 20, 3, (Row("device.matmul", "measured dense matmul rate", "TFLOP/s"),), part_device),
+    Part("tokenize", 80, 14, (
         Row("tokenize.baseline", "tokenize, straightforward baseline", "clips/s"),
         Row("tokenize.exact", "tokenize, exact mode", "clips/s"),
         Row("tokenize.fast", "tokenize, fast mode", "clips/s", ">=", 150),
@@ -263,12 +260,27 @@ PARTS = (
     Part("sample", 60, 8, (Row("sample.i2a", "sample image->audio T=30 CFG b64", "samples/s", ">=", 20),),
          part_sample),
     Part("ddp", 90, 12, (Row("ddp.train", "train bf16 b128/GPU eager, DDP on all GPUs", "samples/s"),), part_ddp),
-    Part("train_compiled", 170, 18, (Row("train.bf16_compiled", "train large bf16 b128, torch.compile",
+    Part("train_compiled", 170, 21, (Row("train.bf16_compiled", "train large bf16 b128, torch.compile",
                                          "samples/s", ">=", 550),), part_train_compiled),
 )
 
 
 # -- the parent: budgets, child processes, table -------------------------------------------------------------
+def _count_gpus(queue: Any) -> None:
+    queue.put(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def probe_gpus() -> int:
+    """Visible GPUs, counted in a forked process: the parent must never initialise CUDA, or no forked
+    part could use it (cudaGetDeviceCount alone runs cuInit)."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_count_gpus, args=(queue,))
+    proc.start()
+    proc.join(120)
+    return int(queue.get()) if proc.exitcode == 0 else 0
+
+
 def _child(part: Part, ctx: Ctx, log_path: str) -> None:
     """A part's process: own process group (so a kill takes its compile workers and DDP ranks along), own
     log (the parent prints only the table), exit 1 with the traceback in the rows file if it raised."""
@@ -395,20 +407,20 @@ def main() -> int:
                     + ",".join(p.name for p in PARTS))
     args = ap.parse_args()
     t0 = time.time()
-    name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() and not args.tiny
-                                                      else "cpu")
+    gpus = probe_gpus() if args.device != "cpu" and not (args.tiny and args.device == "auto") else 0
+    name = args.device if args.device != "auto" else ("cuda" if gpus else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda:0")
     cuda = device.type == "cuda"
-    gpus = torch.cuda.device_count() if cuda else 0  # NVML count: no CUDA context in this process
     only = set(args.only.split(",")) if args.only else {p.name for p in PARTS}
     skips = {"ddp": f"skipped ({gpus} GPU)"} if cuda and gpus < 2 else {}
     parts = [p for p in PARTS if p.name in only]
     running = [p for p in parts if p.name not in skips]
     total = args.budget_s or (80.0 if args.tiny else sum(p.share_s for p in running))
     shares = plan_budgets(running, args.tiny, total)
-    ctx = Ctx(device=device, tiny=args.tiny, deadline=Deadline(), rows_path="", sizes=TINY if args.tiny else FULL)
+    ctx = Ctx(device=device, tiny=args.tiny, deadline=Deadline(), rows_path="", sizes=TINY if args.tiny else FULL,
+              gpus=gpus)
     rows, outcomes = [], {}
     with tempfile.TemporaryDirectory(prefix="gpu_suite-") as tmp:
         for part in parts:
