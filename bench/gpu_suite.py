@@ -32,10 +32,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 try:
-    import avtok  # noqa: F401
+    import avtok.model  # noqa: F401
 except ImportError:  # a bare copy of the repository (the device machine): map avtok.* onto its folders
     import types
 
+    for _name in [m for m in sys.modules if m == "avtok" or m.startswith("avtok.")]:
+        del sys.modules[_name]  # e.g. an empty namespace package found on the path
     _pkg = types.ModuleType("avtok")
     _pkg.__path__ = [str(ROOT)]  # avtok.model -> model/, avtok.pipeline -> pipeline/, as pyproject maps them
     sys.modules["avtok"] = _pkg
@@ -244,23 +246,23 @@ def part_ddp(ctx: Ctx) -> None:
 
 PARTS = (
     Part("device", 20, 3, (Row("device.matmul", "measured dense matmul rate", "TFLOP/s"),), part_device),
-    Part("tokenize", 80, 14, (
+    Part("tokenize", 80, 12, (
         Row("tokenize.baseline", "tokenize, straightforward baseline", "clips/s"),
         Row("tokenize.exact", "tokenize, exact mode", "clips/s"),
         Row("tokenize.fast", "tokenize, fast mode", "clips/s", ">=", 150),
         Row("tokenize.fast_vs_baseline", "tokenize, fast / baseline", "x", ">=", 2.8),
         Row("tokenize.agreement", "tokenize, fast-vs-exact indices (min of frames, mels)", "%", ">=", 99),
     ), part_tokenize),
-    Part("train_eager", 45, 8, (Row("train.bf16_eager", "train large bf16 b128, eager", "samples/s"),),
+    Part("train_eager", 45, 7, (Row("train.bf16_eager", "train large bf16 b128, eager", "samples/s"),),
          part_train_eager),
-    Part("train_fp16", 40, 7, (Row("train.fp16_b24", "train large fp16+GradScaler b24: peak memory", "GiB", "<",
+    Part("train_fp16", 40, 6, (Row("train.fp16_b24", "train large fp16+GradScaler b24: peak memory", "GiB", "<",
                                    MEM_LIMIT_GIB),), part_train_fp16),
-    Part("train_fp16_ckpt", 45, 7, (Row("train.fp16_b24_ckpt", "same, --grad-checkpoint: peak memory", "GiB",
+    Part("train_fp16_ckpt", 45, 6, (Row("train.fp16_b24_ckpt", "same, --grad-checkpoint: peak memory", "GiB",
                                         "<", MEM_LIMIT_GIB),), part_train_fp16_ckpt),
-    Part("sample", 60, 8, (Row("sample.i2a", "sample image->audio T=30 CFG b64", "samples/s", ">=", 20),),
+    Part("sample", 60, 7, (Row("sample.i2a", "sample image->audio T=30 CFG b64", "samples/s", ">=", 20),),
          part_sample),
-    Part("ddp", 90, 12, (Row("ddp.train", "train bf16 b128/GPU eager, DDP on all GPUs", "samples/s"),), part_ddp),
-    Part("train_compiled", 170, 21, (Row("train.bf16_compiled", "train large bf16 b128, torch.compile",
+    Part("ddp", 90, 11, (Row("ddp.train", "train bf16 b128/GPU eager, DDP on all GPUs", "samples/s"),), part_ddp),
+    Part("train_compiled", 170, 18, (Row("train.bf16_compiled", "train large bf16 b128, torch.compile",
                                          "samples/s", ">=", 550),), part_train_compiled),
 )
 
@@ -402,7 +404,7 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes on CPU: the CI smoke test")
     ap.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cuda, cuda:N or cpu")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="whole-suite time budget (default: 460 s on GPU, +90 with several GPUs; 80 s --tiny)")
+                    help="whole-suite time budget (default: 460 s on GPU, +90 with several GPUs; 70 s --tiny)")
     ap.add_argument("--only", default=None, help="comma list of parts to run (default all): "
                     + ",".join(p.name for p in PARTS))
     args = ap.parse_args()
@@ -417,7 +419,7 @@ def main() -> int:
     skips = {"ddp": f"skipped ({gpus} GPU)"} if cuda and gpus < 2 else {}
     parts = [p for p in PARTS if p.name in only]
     running = [p for p in parts if p.name not in skips]
-    total = args.budget_s or (80.0 if args.tiny else sum(p.share_s for p in running))
+    total = args.budget_s or (70.0 if args.tiny else sum(p.share_s for p in running))
     shares = plan_budgets(running, args.tiny, total)
     ctx = Ctx(device=device, tiny=args.tiny, deadline=Deadline(), rows_path="", sizes=TINY if args.tiny else FULL,
               gpus=gpus)
