@@ -100,18 +100,21 @@ class Ctx:
 
 # -- sizes -------------------------------------------------------------------------------------------------
 FULL = {"tokenize": dict(clips=64, frames_per_clip=10, small=False, batch_size=64, reps=3),
+        "half": "bf16",
         "train": dict(preset_name="large", batch=128, steps=10, warmup=3),
         "fp16": dict(preset_name="large", batch=24, steps=8, warmup=2),
         "compile": dict(warmup=3, backend="inductor"),
         "sample": dict(name="large", precision="bf16", batch=64, steps=30, cfg=3.0, repeat=2)}
-# --tiny: the tiny preset, narrow VQGANs on small inputs with 2 frames per clip, 1-2 repetitions, and
+# --tiny: the tiny preset, narrow VQGANs on small inputs with 2 frames per clip, 1-2 repetitions,
 # torch.compile's aot_eager backend (the same Dynamo/AOTAutograd capture without C++ code generation,
-# which alone takes minutes on 2 cores).
+# which alone takes minutes on 2 cores), and fp32 where the GPU runs bf16: CPU bf16 matmuls ran 5x
+# slower than fp32 here (autocast and the GradScaler still run, in the fp16 rows).
 TINY = {"tokenize": dict(clips=1, frames_per_clip=2, small=True, batch_size=11, reps=2),
+        "half": "fp32",
         "train": dict(preset_name="tiny", batch=2, steps=2, warmup=1),
         "fp16": dict(preset_name="tiny", batch=2, steps=1, warmup=1),
         "compile": dict(warmup=1, backend="aot_eager"),
-        "sample": dict(name="tiny", precision="bf16", batch=2, steps=6, cfg=3.0, repeat=1)}
+        "sample": dict(name="tiny", precision="fp32", batch=2, steps=6, cfg=3.0, repeat=1)}
 MEM_LIMIT_GIB = 15.0  # fp16 on a 16 GB V100, leaving room for the CUDA context
 
 
@@ -172,7 +175,8 @@ def _train_row(ctx: Ctx, row_id: str, value_key: str, **kw: Any) -> None:
 
 
 def part_train_eager(ctx: Ctx) -> None:
-    _train_row(ctx, "train.bf16_eager", "samples_per_s", precision="bf16", mode="eager", **ctx.sizes["train"])
+    _train_row(ctx, "train.bf16_eager", "samples_per_s", precision=ctx.sizes["half"], mode="eager",
+               **ctx.sizes["train"])
 
 
 def part_train_fp16(ctx: Ctx) -> None:
@@ -186,7 +190,7 @@ def part_train_fp16_ckpt(ctx: Ctx) -> None:
 
 def part_train_compiled(ctx: Ctx) -> None:
     s = {**ctx.sizes["train"], **ctx.sizes["compile"]}
-    _train_row(ctx, "train.bf16_compiled", "samples_per_s", precision="bf16", mode="compile", **s)
+    _train_row(ctx, "train.bf16_compiled", "samples_per_s", precision=ctx.sizes["half"], mode="compile", **s)
 
 
 def part_sample(ctx: Ctx) -> None:
@@ -215,7 +219,7 @@ def _ddp_rank(rank: int, world: int, port: int, ctx: Ctx, out: str) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     try:  # fixed step counts: ranks must agree, so no deadline here (the part's kill still guards)
-        r = measure_train(device=device, precision="bf16", mode="eager", **ctx.sizes["train"])
+        r = measure_train(device=device, precision=ctx.sizes["half"], mode="eager", **ctx.sizes["train"])
     finally:
         dist.destroy_process_group()
     with open(f"{out}.{rank}", "w") as f:
@@ -241,7 +245,7 @@ def part_ddp(ctx: Ctx) -> None:
     slowest = max(r["ms_per_step"] for r in ranks)  # the all-reduce keeps ranks in step: the slowest sets it
     total = world * ranks[0]["batch"] * 1e3 / slowest
     ctx.emit("ddp.train", total, {"world": world, "ranks": ranks},
-             f"{world} x batch {ranks[0]['batch']} eager bf16, {'nccl' if cuda else 'gloo'}")
+             f"{world} x batch {ranks[0]['batch']} eager {ranks[0]['precision']}, {'nccl' if cuda else 'gloo'}")
 
 
 PARTS = (
@@ -270,6 +274,12 @@ PARTS = (
 # -- the parent: budgets, child processes, table -------------------------------------------------------------
 def _count_gpus(queue: Any) -> None:
     queue.put(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def prewarm() -> None:
+    """Pay once, before forking, the lazy imports every part would repeat: the first optimizer pulls in
+    torch._dynamo (seconds; on a loaded 2-core machine 6 s per part). Touches no CUDA."""
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
 
 def probe_gpus() -> int:
@@ -309,14 +319,16 @@ def run_part(part: Part, ctx: Ctx, budget_s: float, workdir: Path) -> dict:
     ctx.deadline = Deadline(start + 0.8 * budget_s)  # soft: stop repeating, report; the rest is slack
     proc = mp.get_context("fork").Process(target=_child, args=(part, ctx, log_path), daemon=False)
     proc.start()
-    proc.join(budget_s)
-    killed = proc.is_alive()
-    if killed:  # hard: the whole process group, compile workers and DDP ranks included
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.join()
+    try:
+        proc.join(budget_s)
+    finally:  # also on Ctrl-C: the child's own process group does not get the terminal's signal
+        killed = proc.is_alive()
+        if killed:  # hard: the whole process group, compile workers and DDP ranks included
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # killed before its setpgrp: then it has no children yet
+                proc.kill()
+            proc.join()
     records = []
     if os.path.exists(ctx.rows_path):
         records = [json.loads(line) for line in Path(ctx.rows_path).read_text().splitlines() if line.strip()]
@@ -343,10 +355,10 @@ def merge_rows(part: Part, outcome: dict | None, cuda: bool, skip: str | None = 
         elif rec is not None:
             row.update(value=rec["value"], note=rec["note"], details=rec["details"],
                        status="ok" if rec["complete"] else "budget exhausted")
-        elif outcome["killed"] or error is None:
+        elif outcome["killed"]:
             row.update(status="budget exhausted", note=f"budget exhausted during {where}, nothing measured")
         else:
-            row.update(status="error", note=error)
+            row.update(status="error", note=error or "the part ended without reporting this row")
         if error is not None and row["status"] != "skipped" and rec is not None:
             row.update(status="error", note=f"{row['note']}; then {error}")
         row["result"] = judge(spec, row, cuda)
@@ -404,11 +416,12 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes on CPU: the CI smoke test")
     ap.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cuda, cuda:N or cpu")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="whole-suite time budget (default: 460 s on GPU, +90 with several GPUs; 70 s --tiny)")
+                    help="whole-suite time budget (default: 460 s on GPU, +90 with several GPUs; 60 s --tiny)")
     ap.add_argument("--only", default=None, help="comma list of parts to run (default all): "
                     + ",".join(p.name for p in PARTS))
     args = ap.parse_args()
-    t0 = time.time()
+    prewarm()
+    t0 = time.time()  # the budget clock starts after the parent's own imports and prewarm
     gpus = probe_gpus() if args.device != "cpu" and not (args.tiny and args.device == "auto") else 0
     name = args.device if args.device != "auto" else ("cuda" if gpus else "cpu")
     device = torch.device(name)
@@ -419,7 +432,7 @@ def main() -> int:
     skips = {"ddp": f"skipped ({gpus} GPU)"} if cuda and gpus < 2 else {}
     parts = [p for p in PARTS if p.name in only]
     running = [p for p in parts if p.name not in skips]
-    total = args.budget_s or (70.0 if args.tiny else sum(p.share_s for p in running))
+    total = args.budget_s or (60.0 if args.tiny else sum(p.share_s for p in running))
     shares = plan_budgets(running, args.tiny, total)
     ctx = Ctx(device=device, tiny=args.tiny, deadline=Deadline(), rows_path="", sizes=TINY if args.tiny else FULL,
               gpus=gpus)
