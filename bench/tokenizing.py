@@ -49,7 +49,7 @@ def random_tokenizer(kind: str, device: torch.device, seed: int, small: bool = F
     model = VQGAN(cfg).eval()
     with torch.no_grad():
         model.quantize.embedding.weight.normal_()
-        std = float(model.quant_conv(model.encoder(torch.rand(1, cfg.in_channels, *size) * 2 - 1)).std())
+        std = float(model.quant_conv(model.encoder(torch.rand(1, cfg.in_channels, 64, 64) * 2 - 1)).std())
         model.quant_conv.weight /= std
         model.quant_conv.bias /= std
     return VQGANTokenizer(model, kind, "<random>", "random", size, modality).to(device)
@@ -185,6 +185,7 @@ def main() -> None:
                     help="autocast dtype of fast mode (auto: fp16 on GPU, bf16 on CPU)")
     ap.add_argument("--explore", action="store_true")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--small", action="store_true", help="narrow VQGANs on small inputs (gpu_suite --tiny's)")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -198,10 +199,10 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; fast dtype {fdt}; {clips} clips "
           f"= {clips * 10} frames + {clips} mels; batch {bs}; {reps} reps")
 
-    img, aud = random_tokenizer("taming", device, 0), random_tokenizer("specvqgan", device, 1)
+    img, aud = random_tokenizer("taming", device, 0, args.small), random_tokenizer("specvqgan", device, 1, args.small)
     chosen = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.fast_dtype]
     img.fast_dtype = aud.fast_dtype = chosen
-    frames, mels = clip_inputs(clips, device)
+    frames, mels = clip_inputs(clips, device, args.small)
     r = measure_tokenize(img, aud, frames, mels, bs, reps, naive_mode=not args.skip_naive)
     print(f"\n{'mode':6s} {'clips/s (median)':>17s} {'clips/s (best)':>15s}  seconds per rep")
     rate = r["clips_per_s"]
