@@ -42,6 +42,10 @@ except ImportError:  # a bare copy of the repository (the device machine): map a
     _pkg.__path__ = [str(ROOT)]  # avtok.model -> model/, avtok.pipeline -> pipeline/, as pyproject maps them
     sys.modules["avtok"] = _pkg
 
+# The parent forks its parts, so it must never initialise CUDA (a forked child could not use it):
+# torch.cuda.is_available() then asks NVML instead of running cuInit.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from common import Deadline, cpu_matmul_peak, device_name, gpu_matmul_peak, peak_flops_for  # noqa: E402
@@ -323,12 +327,12 @@ def run_part(part: Part, ctx: Ctx, budget_s: float, workdir: Path) -> dict:
         proc.join(budget_s)
     finally:  # also on Ctrl-C: the child's own process group does not get the terminal's signal
         killed = proc.is_alive()
-        if killed:  # hard: the whole process group, compile workers and DDP ranks included
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:  # killed before its setpgrp: then it has no children yet
+        try:  # hard stop, or a sweep of what the part left behind (compile workers, DDP ranks)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # none left; or killed before its setpgrp, with no children yet
+            if proc.is_alive():
                 proc.kill()
-            proc.join()
+        proc.join()
     records = []
     if os.path.exists(ctx.rows_path):
         records = [json.loads(line) for line in Path(ctx.rows_path).read_text().splitlines() if line.strip()]
