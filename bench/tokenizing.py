@@ -27,14 +27,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from avtok.model.geometry import FRAME_SIZE, MEL_SHAPE, N_FRAMES
 from avtok.model.tokenizers.vqgan import SPECVQGAN_VGGSOUND, TAMING_F16_1024, VQGAN, VQGANConfig, fast_dtype
 from avtok.model.tokenizers.vqgan_tokenizer import VQGANTokenizer
 from common import Deadline, sync
 
-FRAMES_PER_CLIP = 10
+FRAMES_PER_CLIP = N_FRAMES
 # (image input H×W, mel input H×W); "small": the --tiny smoke test's narrow VQGANs (ch 32, same depth,
 # same 16× downsampling, attention at the last level) on 32×32 frames and 80×48 mels.
-SIZES = {"full": ((256, 256), (80, 848)), "small": ((32, 32), (80, 48))}
+SIZES = {"full": ((FRAME_SIZE, FRAME_SIZE), MEL_SHAPE), "small": ((32, 32), (80, 48))}
 SMALL = {"taming": VQGANConfig(ch=32, resolution=32, attn_resolutions=(2,)),
          "specvqgan": VQGANConfig(in_channels=1, out_ch=1, ch=32, resolution=48, attn_resolutions=(3,))}
 
