@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
+from .options import EXISTING_FILE, OUT_FILE
+
 
 @click.command("manifest")
 @click.option("--videos", required=True,
               help="A folder of videos (searched recursively) or a quoted glob; with --vggsound-csv, the folder "
                    "of downloaded clips named {ytid}_{start:06d}.mp4 or {ytid}_{start}_{end}.mp4.")
-@click.option("--vggsound-csv", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--vggsound-csv", type=EXISTING_FILE, default=None,
               help="The public VGGSound csv (ytid,start,label,split; no header): join it with the clips in --videos.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", required=True, type=OUT_FILE,
               help="Manifest to write: .parquet or .csv (with header).")
 @click.option("--label", default="", help="Label for every row (folder/glob mode only).")
 @click.option("--split", default="", help="Split for every row (folder/glob mode only), e.g. train.")

@@ -249,3 +249,61 @@ def test_generate_bad_inputs_one_line_nothing_written(trained, tmp_path) -> None
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "not a readable image" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+def test_existing_outputs_refused_unless_overwrite(tmp_path) -> None:
+    from avtok.pipeline.generate import write_outputs
+
+    img = tmp_path / "dog.jpg"
+    (tmp_path / "dog.wav").write_bytes(b"my recording")
+    with pytest.raises(MediaError, match="dog.wav: exists already; pass --overwrite"):
+        output_paths("image2audio", None, img, None, 1, overwrite=False)
+    assert output_paths("image2audio", None, img, None, 1, overwrite=True)[0]["wav"] == tmp_path / "dog.wav"
+    # the last line of defence: a name taken while sampling is not replaced either
+    with pytest.raises(MediaError, match="dog.wav: exists already"):
+        write_outputs({tmp_path / "dog.wav": b"generated"})
+    assert (tmp_path / "dog.wav").read_bytes() == b"my recording"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.wav"]  # no temporary file left
+    write_outputs({tmp_path / "dog.wav": b"generated"}, overwrite=True)
+    assert (tmp_path / "dog.wav").read_bytes() == b"generated"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_users_permissions(tmp_path, umask) -> None:
+    import os
+    import stat
+
+    from avtok.pipeline.generate import write_outputs
+
+    old = os.umask(umask)
+    try:
+        [path] = write_outputs({tmp_path / "sub" / "x.png": b"png"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+@pytest.mark.slow
+def test_generate_never_replaces_an_existing_file(trained, tmp_path) -> None:
+    import os
+    import shutil
+    import stat
+
+    ckpt = trained["ckpt"]
+    img = tmp_path / "dog.jpg"
+    shutil.copy(trained["media"] / "foo.jpg", img)
+    (tmp_path / "dog.wav").write_bytes(b"the user's own recording")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    res = _cli(["--image", img, "--checkpoint", ckpt, "--steps", 2])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 1 and len(lines) == 1 and "dog.wav: exists already" in lines[0], res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    old = os.umask(0o022)
+    try:
+        res = _cli(["--image", img, "--checkpoint", ckpt, "--steps", 2, "--overwrite"])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert sf.info(tmp_path / "dog.wav").frames == 848 * 256
+    for name in ("dog.wav", "dog.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
