@@ -135,19 +135,21 @@ _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 class Device(click.ParamType):
     """A torch device name that this machine has: cpu, cuda, cuda:N (N < the GPU count; not with
-    indexed=False), mps; `auto` and other extra words only where the command lists them in `extra`."""
+    indexed=False), mps (not with mps=False); `auto` and other extra words only where the command
+    lists them in `extra`."""
 
     name = "device"
 
-    def __init__(self, extra: tuple[str, ...] = (), indexed: bool = True):
-        self.extra, self.indexed = extra, indexed
+    def __init__(self, extra: tuple[str, ...] = (), indexed: bool = True, mps: bool = True):
+        self.extra, self.indexed, self.mps = extra, indexed, mps
 
     def convert(self, value: Any, param, ctx) -> str:
         text = str(value).strip().lower()
         if text in self.extra:
             return text
-        if not _DEVICE.match(text) or (":" in text and not self.indexed):
-            allowed = ", ".join([*self.extra, "cpu", "cuda", *(["cuda:N"] if self.indexed else []), "mps"])
+        if not _DEVICE.match(text) or (":" in text and not self.indexed) or (text == "mps" and not self.mps):
+            allowed = ", ".join([*self.extra, "cpu", "cuda", *(["cuda:N"] if self.indexed else []),
+                                 *(["mps"] if self.mps else [])])
             self.fail(f"{value!r} is not a device (one of {allowed})", param, ctx)
         if text == "cpu":
             return text

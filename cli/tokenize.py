@@ -23,7 +23,7 @@ KINDS = ["taming", "specvqgan", "patch-kmeans"]
               help="Default: patch-kmeans for .safetensors, else taming.")
 @click.option("--audio-kind", type=click.Choice(KINDS), default=None,
               help="Default: patch-kmeans for .safetensors, else specvqgan.")
-@click.option("--device", default=None, type=Device(indexed=False),
+@click.option("--device", default=None, type=Device(indexed=False, mps=False),
               help="Default: cuda when a GPU is visible (one actor per GPU), else cpu.")
 @click.option("--batch-size", default=None, type=POS_INT,
               help="Frames (or mels) per forward pass. Default: 64 on GPU, 8 on CPU.")

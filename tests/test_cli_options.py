@@ -111,3 +111,30 @@ def test_bad_value_is_one_error_line_naming_the_option(place, command, option, v
     assert len(errors) == 1 and option in errors[0], res.output
     assert "Traceback" not in res.output
     assert sorted(p.name for p in Path(place).rglob("*")) == before
+
+
+def test_defaults_and_ordinary_values_pass(tmp_path):
+    """The types refuse only what is bad: every option's own default converts, and so do ordinary values."""
+    for path, cmd in _commands():
+        ctx = click.Context(cmd)
+        for p in cmd.params:
+            default = p.get_default(ctx, call=False) if isinstance(p, click.Option) else None
+            if default is not None and not p.is_flag and not callable(default) and "UNSET" not in str(default):
+                assert p.type.convert(str(default), p, ctx) is not None, (path, p.opts[0])
+    from avtok.cli.options import NON_NEGATIVE, OUT_DIR, OUT_FILE, POSITIVE
+
+    assert NON_NEGATIVE.convert("0", None, None) == 0.0 and POSITIVE.convert("1e-4", None, None) == 1e-4
+    assert Device().convert("CPU", None, None) == "cpu" and Device(extra=("auto",)).convert("auto", None, None) == "auto"
+    assert OUT_DIR.convert(str(tmp_path / "new" / "deeper"), None, None) == str(tmp_path / "new" / "deeper")
+    assert OUT_DIR.convert(str(tmp_path), None, None) == str(tmp_path)
+    assert OUT_FILE.convert(str(tmp_path / "a" / "b.csv"), None, None) == str(tmp_path / "a" / "b.csv")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "a").exists()  # checking creates nothing
+    import torch
+
+    if torch.cuda.is_available():
+        assert Device().convert("cuda:0", None, None) == "cuda:0"
+        with pytest.raises(click.BadParameter, match="torch sees"):
+            Device().convert(f"cuda:{torch.cuda.device_count()}", None, None)
+    else:
+        with pytest.raises(click.BadParameter, match="no CUDA device"):
+            Device().convert("cuda", None, None)
