@@ -129,6 +129,20 @@ def test_manifest_hostile_inputs(home):
           "neg.csv", "start", code=1)
 
 
+def test_manifest_disk_full_names_the_file(home, monkeypatch):
+    import errno
+
+    import avtok.model.files as files
+
+    def full(path, data, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{path}.tmp")
+
+    monkeypatch.setattr(files, "atomic_write_bytes", full)
+    line = probe(home, ["manifest", "--videos", _clip_folder(home), "--out", home / "m.csv"], "m.csv", "No space left",
+                 code=1)
+    assert ".tmp" not in line
+
+
 @pytest.mark.parametrize("start", ["inf", "-5", "nan", "1e999", "ten"])
 def test_extract_refuses_bad_start_values(home, start):
     clips = _clip_folder(home)
