@@ -19,13 +19,16 @@ from typing import Any
 import click
 
 
-class FiniteFloat(click.ParamType):
-    """A float that is not nan/inf, optionally within [min, max] (or (min, max) with `open_min`)."""
+class FiniteFloat(click.FloatRange):
+    """A float that is not nan/inf, optionally within [min, max] (or (min, max] with `open_min`).
 
-    name = "float"
+    click's FloatRange alone lets nan through (every comparison with nan is false) and inf where
+    there is no max; `--help` shows the range as FloatRange does.
+    """
 
     def __init__(self, min: float | None = None, max: float | None = None, open_min: bool = False):
-        self.min, self.max, self.open_min = min, max, open_min
+        super().__init__(min=min, max=max, min_open=open_min)
+        self.open_min = open_min
 
     def convert(self, value: Any, param, ctx) -> float:
         try:
@@ -34,14 +37,10 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(x):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        if self.min is not None and (x < self.min or (self.open_min and x == self.min)):
-            self.fail(f"{value!r} must be {'>' if self.open_min else '≥'} {self.min:g}", param, ctx)
-        if self.max is not None and x > self.max:
-            self.fail(f"{value!r} must be ≤ {self.max:g}", param, ctx)
-        return x
+        return super().convert(x, param, ctx)
 
-    def __repr__(self) -> str:
-        return f"FiniteFloat({self.min}, {self.max})"
+    def _describe_range(self) -> str:
+        return "finite" if self.min is None and self.max is None else f"{super()._describe_range()}, finite"
 
 
 def finite(min: float | None = None, max: float | None = None, open_min: bool = False) -> FiniteFloat:

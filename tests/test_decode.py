@@ -190,8 +190,10 @@ def _expected_numbers(name: str, start: float) -> list[int] | None:
     return None  # cut_mp4: checked by agreement only
 
 
-PIXEL_TOLERANCE = 8  # mean |difference| of the uint8 frames: decoders and scalers differ by rounding only
-AUDIO_TOLERANCE = 0.05  # max |difference| of the windows after the best lag of at most 2 samples
+# Measured on these clips: 0 (pixels) and 0.0075 (audio, webm at 1.3 s); textured pictures differ more
+# between scalers (test_portrait_resize_and_center_crop allows a mean of 6 there).
+PIXEL_TOLERANCE = 1.0  # mean |difference| of the uint8 frames
+AUDIO_TOLERANCE = 0.02  # max |difference| of the windows after the best lag of at most 2 samples
 
 
 @pytest.mark.parametrize("start", [0.0, 1.3])
