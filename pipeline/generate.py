@@ -21,15 +21,20 @@ from .media import MediaError, load_audio_spec01, load_image, png_bytes, wav_byt
 def write_outputs(files: dict[str | os.PathLike, bytes], overwrite: bool = False) -> list[Path]:
     """Write every (path -> bytes) atomically, creating parent folders; returns the paths written.
 
-    Without `overwrite` a path that exists is left alone and MediaError names it."""
+    Without `overwrite` a path that exists is left alone and MediaError names it; so does a failed write."""
     written = []
     for path, data in files.items():
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # FileExistsError here means a file where a folder should be
+            raise MediaError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
         try:
             atomic_write_bytes(path, data, overwrite=overwrite)
         except FileExistsError:
             raise MediaError(f"{path}: exists already; pass --overwrite to replace it") from None
+        except OSError as exc:  # unwritable folder, disk full: name the output, not its temporary file
+            raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
         written.append(path)
     return written
 

@@ -214,6 +214,9 @@ def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError here means a file where a folder should be
+        raise ManifestError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
+    try:
         atomic_write_bytes(path, data, overwrite=overwrite)
     except FileExistsError:
         raise ManifestError(f"{path} exists already; pass --overwrite to replace it") from None

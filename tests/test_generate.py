@@ -266,6 +266,9 @@ def test_existing_outputs_refused_unless_overwrite(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.wav"]  # no temporary file left
     write_outputs({tmp_path / "dog.wav": b"generated"}, overwrite=True)
     assert (tmp_path / "dog.wav").read_bytes() == b"generated"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MediaError, match=r"file: cannot make this folder"):
+        write_outputs({tmp_path / "file" / "x.wav": b"generated"})
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
