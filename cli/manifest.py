@@ -40,7 +40,7 @@ def manifest(videos, vggsound_csv, out, overwrite, label, split) -> None:
     try:
         for p in (Path(out), miss_path) if vggsound_csv else (Path(out),):
             if p.exists() and not overwrite:
-                raise ManifestError(f"{p} exists already; pass --overwrite to replace it")
+                raise ManifestError(f"{p}: exists already; pass --overwrite to replace it")
         if vggsound_csv:
             rows, missing = from_vggsound(vggsound_csv, videos)
         else:

@@ -84,6 +84,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         tmp.unlink(missing_ok=True)
 
 
+class OutputError(ValueError):
+    """An output that cannot be written or must not be replaced; the message is one line naming it."""
+
+
+def write_output(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """Make `path`'s folder and write `data` atomically (`atomic_write_bytes`). OutputError, naming `path`
+    (never the temporary file), if it exists and overwrite is False, or if the folder or file cannot be made."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError here means a file where a folder should be
+        raise OutputError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
+    try:
+        atomic_write_bytes(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists already; pass --overwrite to replace it") from None
+    except OSError as exc:  # unwritable folder, disk full
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
 def _link_new(tmp: Path, path: Path) -> None:
     """Give `tmp`'s file the name `path` only if that name is free (FileExistsError otherwise)."""
     import errno

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from avtok.model.files import atomic_write_bytes
+from avtok.model.files import write_output
 from avtok.model.generate import generate, load_bundle, parse_time_range, side_by_side
 from avtok.model.vocoder import load_vocoder
 
@@ -21,22 +21,9 @@ from .media import MediaError, load_audio_spec01, load_image, png_bytes, wav_byt
 def write_outputs(files: dict[str | os.PathLike, bytes], overwrite: bool = False) -> list[Path]:
     """Write every (path -> bytes) atomically, creating parent folders; returns the paths written.
 
-    Without `overwrite` a path that exists is left alone and MediaError names it; so does a failed write."""
-    written = []
-    for path, data in files.items():
-        path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # FileExistsError here means a file where a folder should be
-            raise MediaError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
-        try:
-            atomic_write_bytes(path, data, overwrite=overwrite)
-        except FileExistsError:
-            raise MediaError(f"{path}: exists already; pass --overwrite to replace it") from None
-        except OSError as exc:  # unwritable folder, disk full: name the output, not its temporary file
-            raise MediaError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        written.append(path)
-    return written
+    Without `overwrite` a path that exists is left alone; OutputError (a ValueError) names it, and
+    any output that cannot be written."""
+    return [write_output(path, data, overwrite=overwrite) for path, data in files.items()]
 
 
 def output_paths(task: str, out: str | os.PathLike | None, image: str | os.PathLike | None,

@@ -210,18 +210,12 @@ def write_manifest(rows: list[ManifestRow], path: str | os.PathLike, overwrite: 
 
 
 def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
-    from avtok.model.files import atomic_write_bytes
+    from avtok.model.files import OutputError, write_output
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # FileExistsError here means a file where a folder should be
-        raise ManifestError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
-    try:
-        atomic_write_bytes(path, data, overwrite=overwrite)
-    except FileExistsError:
-        raise ManifestError(f"{path} exists already; pass --overwrite to replace it") from None
-    except OSError as exc:  # unwritable folder, disk full: name the file asked for, not the temporary one
-        raise ManifestError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        write_output(path, data, overwrite=overwrite)
+    except OutputError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def write_missing(missing: list[VGGSoundRow], path: str | os.PathLike, overwrite: bool = True) -> Path:

@@ -252,6 +252,7 @@ def test_generate_bad_inputs_one_line_nothing_written(trained, tmp_path) -> None
 
 
 def test_existing_outputs_refused_unless_overwrite(tmp_path) -> None:
+    from avtok.model.files import OutputError
     from avtok.pipeline.generate import write_outputs
 
     img = tmp_path / "dog.jpg"
@@ -260,14 +261,14 @@ def test_existing_outputs_refused_unless_overwrite(tmp_path) -> None:
         output_paths("image2audio", None, img, None, 1, overwrite=False)
     assert output_paths("image2audio", None, img, None, 1, overwrite=True)[0]["wav"] == tmp_path / "dog.wav"
     # the last line of defence: a name taken while sampling is not replaced either
-    with pytest.raises(MediaError, match="dog.wav: exists already"):
+    with pytest.raises(OutputError, match="dog.wav: exists already"):
         write_outputs({tmp_path / "dog.wav": b"generated"})
     assert (tmp_path / "dog.wav").read_bytes() == b"my recording"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.wav"]  # no temporary file left
     write_outputs({tmp_path / "dog.wav": b"generated"}, overwrite=True)
     assert (tmp_path / "dog.wav").read_bytes() == b"generated"
     (tmp_path / "file").write_text("")
-    with pytest.raises(MediaError, match=r"file: cannot make this folder"):
+    with pytest.raises(OutputError, match=r"file: cannot make this folder"):
         write_outputs({tmp_path / "file" / "x.wav": b"generated"})
 
 
