@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
+from .options import NON_NEGATIVE, OUT_DIR, POS_INT
+
 
 @click.command("demo")
-@click.option("--out", default="avtok_demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", default="avtok_demo", show_default=True, type=OUT_DIR,
               help="Working folder; a re-run reuses its finished stages. The report lands in OUT/report/.")
-@click.option("--train-steps", default=None, type=click.IntRange(min=1), help="Optimizer steps of the tiny model.")
-@click.option("--batch-size", default=None, type=click.IntRange(min=1))
+@click.option("--train-steps", default=None, type=POS_INT, help="Optimizer steps of the tiny model.")
+@click.option("--batch-size", default=None, type=POS_INT)
 @click.option("--clips-per-class", default=None, type=click.IntRange(min=2), help="Clips per class (8 classes).")
-@click.option("--cfg", default=None, type=float, help="Guidance scale of the 'CFG on' generations.")
-@click.option("--workers", default=None, type=click.IntRange(min=1), help="Parallel clip makers / Ray workers.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads (default: torch's).")
+@click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations.")
+@click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers / Ray workers.")
+@click.option("--threads", default=None, type=POS_INT, help="torch threads (default: torch's).")
 def demo(out, train_steps, batch_size, clips_per_class, cfg, workers, threads) -> None:
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
     tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the

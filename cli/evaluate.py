@@ -6,31 +6,34 @@ from pathlib import Path
 
 import click
 
+from .options import EXISTING_DIR, EXISTING_FILE, NON_NEGATIVE, OUT_DIR, OUT_FILE, POS_INT, Device, FloatList
+
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="avtok checkpoint (.pt).")
-@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False), help="Token folder (avtok tokenize).")
+@click.option("--checkpoint", required=True, type=EXISTING_FILE, help="avtok checkpoint (.pt).")
+@click.option("--shards", required=True, type=EXISTING_DIR, help="Token folder (avtok tokenize).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result JSON; a .md table is written beside it.")
+@click.option("--out", required=True, type=OUT_FILE, help="Result JSON; a .md table is written beside it.")
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="Only the first N clips of the split.")
-@click.option("--cfg-scales", default="0,1,2,3,5", show_default=True, help="Guidance scales of the CFG sweep.")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Sampler seeds per scale.")
-@click.option("--steps", default=30, show_default=True, type=click.IntRange(min=1), help="MaskGIT steps.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--cfg", default=3.0, show_default=True, help="Guidance of the generated waveforms.")
+@click.option("--cfg-scales", default="0,1,2,3,5", show_default=True, type=FloatList(min=0.0), help="Guidance scales of the CFG sweep.")
+@click.option("--seeds", default=3, show_default=True, type=POS_INT, help="Sampler seeds per scale.")
+@click.option("--steps", default=30, show_default=True, type=POS_INT, help="MaskGIT steps.")
+@click.option("--batch", default=32, show_default=True, type=POS_INT)
+@click.option("--cfg", default=3.0, show_default=True, type=NON_NEGATIVE, help="Guidance of the generated waveforms.")
 @click.option("--no-waveforms", is_flag=True, help="Token metrics only (no decoding, vocoder or audio nets).")
-@click.option("--audio-tokenizer", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--audio-tokenizer", type=EXISTING_FILE, default=None,
               help="Audio tokenizer file, if it moved since tokenize (checked by fingerprint).")
-@click.option("--vocoder", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--vocoder", type=EXISTING_FILE, default=None,
               help="SpecVQGAN MelGAN generator; default Griffin-Lim.")
-@click.option("--extracted", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--extracted", type=EXISTING_DIR, default=None,
               help="Extracted folder made with --keep-audio: reference audio (else the tokenizer reconstruction).")
-@click.option("--cnn14-ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--cnn14-ckpt", type=EXISTING_FILE, default=None,
               help="PANNs Cnn14 checkpoint (Cnn14_16k_mAP=0.438.pth or Cnn14_mAP=0.431.pth): FD, IS, KL.")
-@click.option("--vggish-ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--vggish-ckpt", type=EXISTING_FILE, default=None,
               help="torchvggish vggish-10086976.pth: FAD.")
-@click.option("--wav-dir", type=click.Path(file_okay=False), default=None, help="Also write the generated wavs here.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--wav-dir", type=OUT_DIR, default=None, help="Also write the generated wavs here.")
+@click.option("--device", default="cpu", show_default=True, type=Device(),
+              help="cpu, cuda, cuda:1, mps ...")
 def evaluate(checkpoint, shards, split, out, limit, cfg_scales, seeds, steps, batch, cfg, no_waveforms,
              audio_tokenizer, vocoder, extracted, cnn14_ckpt, vggish_ckpt, wav_dir, device) -> None:
     """Masked-token NLL/accuracy (image->audio, audio->image; true, masked and shuffled condition),

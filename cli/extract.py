@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import click
 
+from .options import NON_NEG_INT, OUT_DIR, POS_INT
 from .shard_progress import run_sharded
 
 
 @click.command("extract")
 @click.option("--videos", required=True,
               help="A folder of videos (searched recursively), a quoted glob, or a manifest (.csv/.parquet).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OUT_DIR,
               help="Output folder: shard-NNNNNN.tar + .stats.json, errors.parquet, index.json.")
-@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1),
+@click.option("--shard-size", default=1000, show_default=True, type=POS_INT,
               help="Manifest rows per shard (the unit of work, retry and resumption).")
 @click.option("--backend", default="pyav", show_default=True, type=click.Choice(["pyav", "decord", "ffmpeg"]),
               help="Decoder: pyav (in-process, fastest), decord (frames; audio via pyav), ffmpeg (subprocesses).")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
+@click.option("--workers", default=None, type=POS_INT,
               help="Parallel decode tasks (one CPU each). Default: every CPU of the local Ray / the cluster.")
 @click.option("--address", default=None,
               help="Ray cluster to run on ('auto' or host:port of a `ray start --head`). Default: a private local Ray.")
 @click.option("--keep-audio", is_flag=True, help="Also store the 10 s 22050 Hz mono waveform (audio.flac) per clip.")
 @click.option("--strict", is_flag=True,
               help="Treat clips shorter than 10 s or without audio as errors instead of padding them with a warning.")
-@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0),
+@click.option("--max-retries", default=2, show_default=True, type=NON_NEG_INT,
               help="Ray retries of a shard whose worker crashed or raised.")
 @click.option("--no-ray", is_flag=True, help="Run the shards one by one in this process (debugging; same code).")
 def extract(videos, out, shard_size, backend, workers, address, keep_audio, strict, max_retries, no_ray) -> None:

@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import click
 
+from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device
+
 
 @click.command("generate")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Trained checkpoint (runs/x/last.pt).")
-@click.option("--image", type=click.Path(dir_okay=False), help="Condition image: generate its audio.")
-@click.option("--audio", type=click.Path(dir_okay=False), help="Condition audio: generate an image (10 s used).")
+@click.option("--checkpoint", required=True, type=EXISTING_FILE, help="Trained checkpoint (runs/x/last.pt).")
+@click.option("--image", type=EXISTING_FILE, help="Condition image: generate its audio.")
+@click.option("--audio", type=EXISTING_FILE, help="Condition audio: generate an image (10 s used).")
 @click.option("--joint", is_flag=True, help="Generate image and audio together, from nothing.")
 @click.option("--inpaint", "hole", metavar="START-END",
               help="Regenerate seconds START-END of --audio, guided by --image (e.g. 3.0-6.0; 8-10 outpaints).")
-@click.option("--out", type=click.Path(dir_okay=False),
+@click.option("--out", type=OUT_FILE,
               help="Output file (wav, or png for --audio); default beside the input. A png goes beside a wav.")
+@click.option("--overwrite", is_flag=True, help="Replace output files that exist already (default: refuse).")
 @click.option("--num-samples", default=1, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--steps", default=30, show_default=True, type=click.IntRange(1, 1000), help="Decoding steps T.")
-@click.option("--cfg", default=3.0, show_default=True, type=float,
+@click.option("--cfg", default=3.0, show_default=True, type=NON_NEGATIVE,
               help="Guidance w in c + w·(c - u); 0 turns it off.")
 @click.option("--cfg-schedule", default="constant", show_default=True, type=click.Choice(["constant", "linear"]),
               help="linear ramps w·(t+1)/T.")
-@click.option("--temperature", default=4.5, show_default=True, type=float,
+@click.option("--temperature", default=4.5, show_default=True, type=NON_NEGATIVE,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@click.option("--device", default="cpu", show_default=True, type=Device(), help="cpu, cuda, cuda:1, mps ...")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Transformer autocast; auto = bf16 (fp16 on pre-Ampere) on CUDA, fp32 elsewhere.")
-@click.option("--vocoder", type=click.Path(dir_okay=False),
+@click.option("--vocoder", type=EXISTING_FILE,
               help="SpecVQGAN MelGAN (best_netG.pt) or HiFi-GAN V1 generator file; default Griffin-Lim.")
-@click.option("--image-tokenizer", type=click.Path(dir_okay=False), help="Image tokenizer file, if it moved.")
-@click.option("--audio-tokenizer", type=click.Path(dir_okay=False), help="Audio tokenizer file, if it moved.")
-def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, steps, cfg, cfg_schedule, temperature,
+@click.option("--image-tokenizer", type=EXISTING_FILE, help="Image tokenizer file, if it moved.")
+@click.option("--audio-tokenizer", type=EXISTING_FILE, help="Audio tokenizer file, if it moved.")
+def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples, seed, steps, cfg, cfg_schedule, temperature,
              device, precision, vocoder, image_tokenizer, audio_tokenizer) -> None:
-    """Generate audio from an image (and the other directions) with a trained checkpoint."""
+    """Generate audio from an image (and the other directions) with a trained checkpoint.
+
+    Output files that exist already are refused (nothing is replaced) unless --overwrite."""
     if hole is not None:
         task = "inpaint"
     elif joint:
@@ -60,7 +65,8 @@ def generate(checkpoint, image, audio, joint, hole, out, num_samples, seed, step
         written = run_generate(task, checkpoint, image=image, audio=audio, hole=hole, out=out,
                                num_samples=num_samples, seed=seed, steps=steps, cfg=cfg, cfg_schedule=cfg_schedule,
                                temperature=temperature, device=device, precision=precision, vocoder=vocoder,
-                               image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, progress=progress)
+                               image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
+                               overwrite=overwrite, progress=progress)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None

@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import click
 
+from .options import EXISTING_DIR, EXISTING_FILE, NON_NEG_INT, OUT_DIR, POS_INT, Device
 from .shard_progress import run_sharded
 
 KINDS = ["taming", "specvqgan", "patch-kmeans"]
 
 
 @click.command("tokenize")
-@click.option("--extracted", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--extracted", required=True, type=EXISTING_DIR,
               help="Output folder of `avtok extract`.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OUT_DIR,
               help="Output folder: tokens-NNNNNN.parquet + .stats.json, plan.json, index.json.")
-@click.option("--image-tokenizer", "--image-vqgan", "image_tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--image-tokenizer", "--image-vqgan", "image_tokenizer", required=True, type=EXISTING_FILE,
               help="Frame tokenizer: taming vqgan_imagenet_f16_1024 last.ckpt, or a patch k-means .safetensors.")
-@click.option("--audio-tokenizer", "--audio-vqgan", "audio_tokenizer", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--audio-tokenizer", "--audio-vqgan", "audio_tokenizer", required=True, type=EXISTING_FILE,
               help="Mel tokenizer: SpecVQGAN VGGSound codebook .ckpt, or a patch k-means .safetensors.")
 @click.option("--image-kind", type=click.Choice(KINDS), default=None,
               help="Default: patch-kmeans for .safetensors, else taming.")
 @click.option("--audio-kind", type=click.Choice(KINDS), default=None,
               help="Default: patch-kmeans for .safetensors, else specvqgan.")
-@click.option("--device", default=None, type=click.Choice(["cpu", "cuda"]),
+@click.option("--device", default=None, type=Device(indexed=False, mps=False),
               help="Default: cuda when a GPU is visible (one actor per GPU), else cpu.")
-@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+@click.option("--batch-size", default=None, type=POS_INT,
               help="Frames (or mels) per forward pass. Default: 64 on GPU, 8 on CPU.")
 @click.option("--fast", is_flag=True,
               help="fp16 (GPU) / bf16 (CPU) convolutions with an fp32 codebook search; default is exact fp32.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
+@click.option("--workers", default=None, type=POS_INT,
               help="Actors. Default: one per GPU, or one CPU actor using every core.")
 @click.option("--address", default=None, help="Ray cluster ('auto' or host:port). Default: a private local Ray.")
-@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--max-retries", default=2, show_default=True, type=NON_NEG_INT)
 @click.option("--no-ray", is_flag=True, help="Run the shards one by one in this process (debugging; same code).")
 def tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind, audio_kind, device, batch_size, fast,
              workers, address, max_retries, no_ray) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import EXISTING_DIR, NON_NEG_INT, OUT_FILE, POS_INT, SEED
+
 
 @click.group("tokenizer")
 def tokenizer() -> None:
@@ -11,18 +13,18 @@ def tokenizer() -> None:
 
 
 @tokenizer.command("fit-kmeans")
-@click.option("--extracted", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--extracted", required=True, type=EXISTING_DIR,
               help="Output folder of `avtok extract`.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", required=True, type=OUT_FILE,
               help="The .safetensors file to write (holds the image and the audio codebook).")
 @click.option("--k", "k", default=1024, show_default=True, type=click.IntRange(2, 65536),
               help="Codebook size of each modality.")
-@click.option("--clips", default=200, show_default=True, type=click.IntRange(min=1),
+@click.option("--clips", default=200, show_default=True, type=POS_INT,
               help="Clips to sample (all 10 frames and the mel of each).")
-@click.option("--iters", default=8, show_default=True, type=click.IntRange(min=0), help="Lloyd iterations.")
-@click.option("--max-points", default=16384, show_default=True, type=click.IntRange(min=1),
+@click.option("--iters", default=8, show_default=True, type=NON_NEG_INT, help="Lloyd iterations.")
+@click.option("--max-points", default=16384, show_default=True, type=POS_INT,
               help="Patches per modality the k-means runs on (a random sample).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 def fit_kmeans(extracted, out, k, clips, iters, max_points, seed) -> None:
     """Fit 16x16-patch k-means codebooks for frames and mels (k-means++ then Lloyd steps) on a
     sample of extracted clips; tokenize with --image-tokenizer/--audio-tokenizer FILE."""

@@ -8,6 +8,8 @@ from dataclasses import asdict, fields
 import click
 from avtok.model.config import PRESETS, AVConfig
 
+from .options import EXISTING_DIR, NON_NEG_INT, OUT_DIR, POS_INT, POSITIVE, SEED, UNIT, Device
+
 
 def _parse_sets(items: tuple[str, ...]) -> dict:
     known = {f.name for f in fields(AVConfig)}
@@ -24,29 +26,30 @@ def _parse_sets(items: tuple[str, ...]) -> dict:
 
 
 @click.command()
-@click.option("--shards", type=click.Path(file_okay=False), help="Token folder written by `avtok tokenize`.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder: checkpoints, metrics.jsonl, config.json.")
+@click.option("--shards", type=EXISTING_DIR, help="Token folder written by `avtok tokenize`.")
+@click.option("--out", type=OUT_DIR, help="Run folder: checkpoints, metrics.jsonl, config.json.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="large", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a model config value, e.g. --set dec_depth=19 --set drop_rule=clamp.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Global batch (all GPUs).")
-@click.option("--micro-batch", type=int, default=None, help="Per-GPU forward batch; the rest is accumulated.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--epochs", type=float, default=1000.0, show_default=True)
-@click.option("--lr", type=float, default=None, help="Absolute learning rate (default blr·batch/256).")
-@click.option("--blr", type=float, default=1.5e-4, show_default=True)
-@click.option("--warmup-steps", type=int, default=None, help="Default: 2.5% of the steps.")
+@click.option("--batch-size", type=POS_INT, default=256, show_default=True, help="Global batch (all GPUs).")
+@click.option("--micro-batch", type=POS_INT, default=None, help="Per-GPU forward batch; the rest is accumulated.")
+@click.option("--steps", type=POS_INT, default=None, help="Optimizer steps (overrides --epochs).")
+@click.option("--epochs", type=POSITIVE, default=1000.0, show_default=True)
+@click.option("--lr", type=POSITIVE, default=None, help="Absolute learning rate (default blr·batch/256).")
+@click.option("--blr", type=POSITIVE, default=1.5e-4, show_default=True)
+@click.option("--warmup-steps", type=NON_NEG_INT, default=None, help="Default: 2.5% of the steps.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/last.pt (if present).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--grad-checkpoint", is_flag=True, help="Recompute block activations (less memory).")
 @click.option("--ema", is_flag=True, help="Keep an EMA of the weights (used for eval and generate).")
-@click.option("--ema-decay", type=float, default=0.9999, show_default=True)
+@click.option("--ema-decay", type=UNIT, default=0.9999, show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--eval-every", type=int, default=1000, show_default=True)
-@click.option("--ckpt-every", type=int, default=1000, show_default=True)
-@click.option("--log-every", type=int, default=10, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--eval-every", type=POS_INT, default=1000, show_default=True)
+@click.option("--ckpt-every", type=POS_INT, default=1000, show_default=True)
+@click.option("--log-every", type=POS_INT, default=10, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, type=Device(extra=("auto",)),
+              help="auto (cuda when visible, else cpu), cpu, cuda, cuda:N, mps.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and parameter table, then exit.")
 def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr, blr, warmup_steps, resume,
           compile_, grad_checkpoint, ema, ema_decay, precision, eval_every, ckpt_every, log_every, seed, device,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from .options import EXISTING_DIR
+
 
 @click.command("weights")
-@click.option("--check", "check_dir", default=None, type=click.Path(exists=True, file_okay=False),
+@click.option("--check", "check_dir", default=None, type=EXISTING_DIR,
               help="Verify the files under DIR (md5 where published, and that each loads as what it is).")
 def weights(check_dir) -> None:
     """Print the published tokenizer / vocoder / metric files avtok can use (URL, md5, where to put

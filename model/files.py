@@ -34,16 +34,41 @@ def sha256_file(path: str | os.PathLike) -> str:
     return file_digest(path, "sha256")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temp_path_for(path: str | os.PathLike) -> Path:
-    """A unique temporary name beside `path` (same folder, so the final rename is atomic)."""
+    """A unique temporary name beside `path` (same folder, so the final rename is atomic).
+
+    The file gets a normal file's permissions (0666 less the umask), not mkstemp's 0600, so the
+    renamed output is readable as the user's other files are.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> None:
+    """Write `data` to `path` so that readers see either the old file or the whole new one.
+
+    With overwrite=False an existing `path` is never replaced, even one that appears while writing:
+    FileExistsError instead (the final step is a hard link, which fails if the name is taken).
+    """
     path = Path(path)
     tmp = temp_path_for(path)
     try:
@@ -51,9 +76,49 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written or must not be replaced; the message is one line naming it."""
+
+
+def write_output(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """Make `path`'s folder and write `data` atomically (`atomic_write_bytes`). OutputError, naming `path`
+    (never the temporary file), if it exists and overwrite is False, or if the folder or file cannot be made."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError here means a file where a folder should be
+        raise OutputError(f"{path.parent}: cannot make this folder ({exc.strerror or exc})") from None
+    try:
+        atomic_write_bytes(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists already; pass --overwrite to replace it") from None
+    except OSError as exc:  # unwritable folder, disk full
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give `tmp`'s file the name `path` only if that name is free (FileExistsError otherwise)."""
+    import errno
+
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "exists already; not replaced", str(path)) from None
+    except OSError as exc:  # a filesystem without hard links: check, then rename
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists already; not replaced", str(path)) from None
+        os.replace(tmp, path)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

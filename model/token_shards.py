@@ -187,6 +187,14 @@ class TokenData:
         return len(self.video_ids)
 
 
+def _check_token_range(path: Path, index: dict[str, Any], image: np.ndarray, audio: np.ndarray) -> None:
+    """ShardError if a token id is not below its codebook size (it would index past the model's embedding)."""
+    for name, arr, key in (("image", image, "image_codebook"), ("audio", audio, "audio_codebook")):
+        if arr.size and int(arr.max()) >= int(index[key]):
+            raise ShardError(f"{path}: {name} token {int(arr.max())} is outside the {name} codebook of "
+                             f"{index[key]} entries; the shard is damaged or was not made by this tokenizer")
+
+
 def load_tokens(folder: str | os.PathLike, split: str | None = "train", verify_checksums: bool = True) -> TokenData:
     """Read every shard of `folder` (checked as load_token_index does) and keep rows of `split` (None: all)."""
     index = load_token_index(folder, verify_checksums=verify_checksums)
@@ -205,6 +213,7 @@ def load_tokens(folder: str | os.PathLike, split: str | None = "train", verify_c
         labels += table["label"].to_pylist()
         img = table["image_tokens"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
         aud = table["audio_tokens"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        _check_token_range(Path(folder) / entry["file"], index, img, aud)
         images.append(img.reshape(n, N_FRAMES, IMAGE_TOKENS))
         audios.append(aud.reshape(n, AUDIO_TOKENS))
     if not ids:

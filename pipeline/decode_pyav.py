@@ -1,8 +1,8 @@
 """PyAV backend: one forward pass over the demuxed packets, both streams, no per-frame seek.
 
 Clips re-encoded by x264 often have one keyframe per 10 s, so seeking per target frame would
-re-decode from the start each time (5× slower, facts/pipeline.md §2.2). We seek at most once (to
-`start_s`), decode forward, keep only the frames shown at the target times, convert just those
+re-decode from the start each time (about 5× slower). We seek at most once (to a keyframe at or
+before `start_s`, see `decoded.seek_point`), decode forward, keep only the frames shown at the target times, convert just those
 with swscale (resize inside the conversion) and stop as soon as both streams cover the window.
 Decoder errors are caught per packet so truncated or partly corrupt files yield what decodes.
 """
@@ -13,7 +13,16 @@ import av
 import numpy as np
 from avtok.model.geometry import CLIP_SECONDS, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
-from .decoded import DecodedClip, DecodeError, center_crop, error_text, finish_clip, scaled_size, target_times
+from .decoded import (
+    DecodedClip,
+    DecodeError,
+    center_crop,
+    error_text,
+    finish_clip,
+    scaled_size,
+    seek_point,
+    target_times,
+)
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -85,8 +94,11 @@ def decode_pyav(path: str, start_s: float = 0.0, *, strict: bool = False, thread
             duration = float(vs.duration * vs.time_base)
 
         if start_s > 0:
-            try:  # one seek to the keyframe at or before the window; demuxing goes forward from there
-                container.seek(int(t0 * 1e6), backward=True, any_frame=False)
+            # one seek to a keyframe at or before the window (checked: see seek_point); demuxing goes
+            # forward from there. Where no such point is found the file is decoded from its start.
+            seek_to = seek_point(container, t0, base)
+            try:
+                container.seek(int(seek_to[0] * 1e6) if seek_to else 0, backward=True, any_frame=False)
             except av.FFmpegError as exc:
                 warnings.append(f"seek to {start_s:.2f} s failed ({exc}); decoded from the start")
 

@@ -63,6 +63,7 @@ class Probe:
     duration: float
     has_audio: bool
     start: float  # container start time in seconds (non-zero for some mpeg-ts/webm files)
+    format: str = ""  # demuxer name(s), e.g. "mpegts" or "mov,mp4,m4a,3gp,3g2,mj2"
 
 
 def probe(path: str) -> Probe:
@@ -76,9 +77,47 @@ def probe(path: str) -> Probe:
             vs = c.streams.video[0]
             return Probe(width=vs.width, height=vs.height, fps=float(vs.average_rate or vs.guessed_rate or 0),
                          duration=(c.duration or 0) / 1e6, has_audio=bool(c.streams.audio),
-                         start=max(c.start_time or 0, 0) / 1e6)
+                         start=max(c.start_time or 0, 0) / 1e6, format=c.format.name)
     except (av.FFmpegError, OSError) as exc:
         raise DecodeError(f"cannot open: {error_text(exc)}", stage="open", kind="open-failed") from exc
+
+
+def seek_point(container, t0: float, base: float) -> tuple[float, float] | None:
+    """(where to seek, where decoding will start), absolute seconds, so that decoding from the landing
+    point covers `t0`; None: decode from the file start.
+
+    Seeking lands on a keyframe at or before the asked time in indexed containers (mp4, mkv, webm),
+    but in MPEG-TS it lands on a byte position, and decoding starts at the next keyframe, which may
+    be after `t0`. So each candidate (t0, then 2, 10, 30 s earlier) is checked by demuxing a few
+    packets: the first video keyframe and the first audio packet must not be later than `t0`.
+    Leaves the container at an arbitrary position; the caller seeks again.
+    """
+    streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+    if not streams:
+        return None
+    for back in (0.0, 2.0, 10.0, 30.0):
+        s = t0 - back
+        if s <= base + 0.01:
+            return None
+        try:
+            container.seek(int(s * 1e6), backward=True, any_frame=False)
+        except Exception:  # av.FFmpegError: a file that cannot seek is decoded from the start
+            return None
+        first: dict[int, float] = {}
+        try:
+            for n, pkt in enumerate(container.demux(streams)):
+                if n > 5000:
+                    break
+                if pkt.pts is None or (pkt.stream.type == "video" and not pkt.is_keyframe):
+                    continue
+                first.setdefault(pkt.stream.index, float(pkt.pts * pkt.stream.time_base))
+                if len(first) == len(streams):
+                    break
+        except Exception:  # a demuxer error after the seek: decode from the start instead
+            return None
+        if len(first) == len(streams) and max(first.values()) <= t0 + 1e-6:
+            return s, min(first.values())
+    return None
 
 
 def target_times(start_s: float) -> list[float]:

@@ -1,7 +1,9 @@
 """`avtok generate` with files: read the inputs, sample (`avtok.model.generate`), write wav/png outputs.
 
 Everything that can fail is checked before any file is written, and outputs are written atomically
-(temp file + rename), so a failed run leaves nothing half-written.
+(temp file + rename), so a failed run leaves nothing half-written. An existing file is never
+replaced unless asked (`overwrite=True`, the CLI's `--overwrite`): outputs that exist are refused
+before any work, and the final write itself never takes a name that appeared meanwhile.
 """
 
 from __future__ import annotations
@@ -9,30 +11,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from avtok.model.files import atomic_write_bytes
+from avtok.model.files import write_output
 from avtok.model.generate import generate, load_bundle, parse_time_range, side_by_side
 from avtok.model.vocoder import load_vocoder
 
 from .media import MediaError, load_audio_spec01, load_image, png_bytes, wav_bytes
 
 
-def write_outputs(files: dict[str | os.PathLike, bytes]) -> list[Path]:
-    """Write every (path -> bytes) atomically, creating parent folders; returns the paths written."""
-    written = []
-    for path, data in files.items():
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        written.append(path)
-    return written
+def write_outputs(files: dict[str | os.PathLike, bytes], overwrite: bool = False) -> list[Path]:
+    """Write every (path -> bytes) atomically, creating parent folders; returns the paths written.
+
+    Without `overwrite` a path that exists is left alone; OutputError (a ValueError) names it, and
+    any output that cannot be written."""
+    return [write_output(path, data, overwrite=overwrite) for path, data in files.items()]
 
 
 def output_paths(task: str, out: str | os.PathLike | None, image: str | os.PathLike | None,
-                 audio: str | os.PathLike | None, num_samples: int) -> list[dict[str, Path]]:
+                 audio: str | os.PathLike | None, num_samples: int, overwrite: bool = True) -> list[dict[str, Path]]:
     """Per sample, the files to write: {"wav", "png"} (audio generated) or {"png"} (audio2image).
 
     Defaults: `foo.jpg` -> `foo.wav` + `foo.png` beside the image; `x.wav` -> `x.png` (audio2image)
     or `x-inpaint.wav` (inpaint); `joint.wav` in the current folder. N > 1 samples add `-{i}`.
+    An input file is never an output; without `overwrite` neither is any file that exists.
     """
     if out is not None:
         base = Path(out)
@@ -55,6 +55,10 @@ def output_paths(task: str, out: str | os.PathLike | None, image: str | os.PathL
         for p in group.values():
             if p.resolve() in inputs:
                 raise MediaError(f"{p}: output would overwrite an input file; pass --out")
+            if p.is_dir():
+                raise MediaError(f"{p}: is a folder; pass another --out")
+            if not overwrite and (p.exists() or p.is_symlink()):
+                raise MediaError(f"{p}: exists already; pass --overwrite to replace it (or another --out)")
     return paths
 
 
@@ -64,19 +68,20 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
                  cfg: float = 3.0, cfg_schedule: str = "constant", temperature: float = 4.5,
                  device: str = "cpu", vocoder: str | os.PathLike | None = None,
                  image_tokenizer: str | os.PathLike | None = None, audio_tokenizer: str | os.PathLike | None = None,
-                 precision: str = "auto", progress=None) -> list[Path]:
+                 precision: str = "auto", overwrite: bool = False, progress=None) -> list[Path]:
     """`avtok generate`: read inputs, sample, decode, vocode, then write every output file.
 
     Everything that can fail (inputs, checkpoint, tokenizers, vocoder file) is checked before any
     file is written. Raises MediaError / GenerateError / CheckpointError / VocoderError (all
-    ValueError) with a one-line message. Returns the files written.
+    ValueError) with a one-line message. Existing outputs are refused unless `overwrite`. Returns the
+    files written.
     """
     span = parse_time_range(hole) if task == "inpaint" else None
     if task in ("image2audio", "inpaint") and image is None:
         raise MediaError(f"{task} needs --image")
     if task in ("audio2image", "inpaint") and audio is None:
         raise MediaError(f"{task} needs --audio")
-    paths = output_paths(task, out, image, audio, num_samples)
+    paths = output_paths(task, out, image, audio, num_samples, overwrite=overwrite)
     img = load_image(image) if image is not None else None
     mel = load_audio_spec01(audio) if audio is not None else None
     bundle = load_bundle(checkpoint, image_tokenizer, audio_tokenizer, device=device)
@@ -91,4 +96,4 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
             files[group["png"]] = png_bytes(side_by_side(result.images[i], result.spec01[i]))
         else:
             files[group["png"]] = png_bytes(result.images[i])
-    return write_outputs(files)
+    return write_outputs(files, overwrite=overwrite)

@@ -1,19 +1,23 @@
-"""Manifests: the list of clips `extract` decodes (DESIGN §3), as rows (video_id, path, start_s, label, split).
+"""Manifests: the list of clips `extract` decodes, as rows (video_id, path, start_s, label, split);
+the schema is described in data_manifests/README.md.
 
 Builders: `from_videos(folder_or_glob)` and `from_vggsound(csv, clip_folder)` (the public VGGSound csv,
 `ytid,start,label,split` without header, joined with downloaded clips named `{ytid}_{start:06d}.mp4`,
 `{ytid}_{start}_{end}.mp4` or `{ytid}_{start_ms}_{end_ms}.mp4`). Files: `write_manifest` /
 `read_manifest` for `.csv` (with header) or `.parquet`. Relative paths in a manifest file are
-resolved against the folder holding it.
+resolved against the folder holding it. CSVs are read as UTF-8 with or without a byte-order mark
+(Excel writes one); a file that is not such text, a start that is not a finite number ≥ 0, or an
+unreadable parquet is a ManifestError naming the file and row.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 COLUMNS = ("video_id", "path", "start_s", "label", "split")
@@ -80,23 +84,48 @@ class VGGSoundRow:
     split: str
 
 
+def _csv_records(path: str | os.PathLike, header: bool) -> list:
+    """All records of a UTF-8 csv (a byte-order mark is dropped): lists, or dicts with `header`."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f) if header else csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a UTF-8 text csv (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+    except csv.Error as exc:
+        raise ManifestError(f"{path}: not a readable csv ({exc})") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def parse_start(text: object, where: str) -> float:
+    """A clip start in seconds: a finite number ≥ 0 (empty means 0); ManifestError naming `where` otherwise."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return 0.0
+    try:
+        start = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}: start {text!r} is not a number") from None
+    if not math.isfinite(start) or start < 0:
+        raise ManifestError(f"{where}: start {text!r} must be a finite number of seconds ≥ 0")
+    return start
+
+
 def read_vggsound_csv(path: str | os.PathLike) -> list[VGGSoundRow]:
     """Parse the headerless VGGSound csv (`ytid,start,label,split`; labels may hold quoted commas)."""
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, rec in enumerate(csv.reader(f), 1):
-            if not rec or all(not c.strip() for c in rec):
+    for lineno, rec in enumerate(_csv_records(path, header=False), 1):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) != 4:
+            raise ManifestError(f"{path}:{lineno}: expected 4 fields ytid,start,label,split, got {len(rec)}: {rec}")
+        ytid, start, label, split = (c.strip() for c in rec)
+        try:
+            float(start)
+        except ValueError:
+            if lineno == 1:  # tolerate a header line
                 continue
-            if len(rec) != 4:
-                raise ManifestError(f"{path}:{lineno}: expected 4 fields ytid,start,label,split, got {len(rec)}: {rec}")
-            ytid, start, label, split = (c.strip() for c in rec)
-            try:
-                start_i = int(float(start))
-            except ValueError as exc:
-                if lineno == 1:  # tolerate a header line
-                    continue
-                raise ManifestError(f"{path}:{lineno}: start {start!r} is not a number") from exc
-            rows.append(VGGSoundRow(ytid, start_i, label, split))
+        start_i = int(parse_start(start, f"{path}:{lineno}"))
+        rows.append(VGGSoundRow(ytid, start_i, label, split))
     return rows
 
 
@@ -138,23 +167,22 @@ def from_vggsound(csv_path: str | os.PathLike, clips: str | os.PathLike) -> tupl
 
 
 def check_rows(rows: list[ManifestRow]) -> None:
-    """Raise ManifestError if video ids are empty or not unique."""
+    """Raise ManifestError if video ids are empty or not unique, or a start is not a finite number ≥ 0."""
     seen: set[str] = set()
     for r in rows:
         if not r.video_id:
             raise ManifestError(f"empty video_id for {r.path!r}")
+        parse_start(r.start_s, f"video_id {r.video_id!r}")
         if r.video_id in seen:
             raise ManifestError(f"video_id {r.video_id!r} appears twice; ids must be unique")
         seen.add(r.video_id)
 
 
-def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> Path:
-    """Write rows as .parquet or .csv (chosen by the extension), atomically."""
-    from avtok.model.files import atomic_write_bytes
-
+def write_manifest(rows: list[ManifestRow], path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write rows as .parquet or .csv (chosen by the extension), atomically. With overwrite=False an
+    existing file is left alone (ManifestError)."""
     check_rows(rows)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
         import io
 
@@ -165,7 +193,7 @@ def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> Path:
         table = pa.table({c: pa.array(cols[c], pa.float64() if c == "start_s" else pa.string()) for c in COLUMNS})
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        data = buf.getvalue()
     elif path.suffix == ".csv":
         import io
 
@@ -174,9 +202,32 @@ def write_manifest(rows: list[ManifestRow], path: str | os.PathLike) -> Path:
         w.writerow(COLUMNS)
         for r in rows:
             w.writerow([r.video_id, r.path, f"{r.start_s:g}", r.label, r.split])
-        atomic_write_bytes(path, buf.getvalue().encode())
+        data = buf.getvalue().encode()
     else:
         raise ManifestError(f"manifest must end in .csv or .parquet, got {path.name!r}")
+    _write_new(path, data, overwrite)
+    return path
+
+
+def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
+    from avtok.model.files import OutputError, write_output
+
+    try:
+        write_output(path, data, overwrite=overwrite)
+    except OutputError as exc:
+        raise ManifestError(str(exc)) from None
+
+
+def write_missing(missing: list[VGGSoundRow], path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write the VGGSound csv rows that have no clip (same headerless format as the input csv)."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in missing:
+        w.writerow([r.ytid, r.start, r.label, r.split])
+    path = Path(path)
+    _write_new(path, buf.getvalue().encode(), overwrite)
     return path
 
 
@@ -184,12 +235,15 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     """Read a manifest (.csv with header or .parquet); video_id and path are required columns."""
     path = Path(path)
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        records = pq.read_table(path).to_pylist()
+        try:
+            records = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise ManifestError(f"{path}: not a readable parquet manifest ({str(exc).splitlines()[0]})") from None
     elif path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            records = list(csv.DictReader(f))
+        records = _csv_records(path, header=True)
     else:
         raise ManifestError(f"manifest must end in .csv or .parquet, got {path.name!r}")
     rows = []
@@ -199,8 +253,8 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         p = Path(rec["path"])
         if not p.is_absolute():
             p = path.parent / p
-        start = rec.get("start_s")
-        rows.append(ManifestRow(str(rec["video_id"]), str(p), float(start) if start not in (None, "") else 0.0,
+        start = parse_start(rec.get("start_s"), f"{path}: row {n}")
+        rows.append(ManifestRow(str(rec["video_id"]), str(p), start,
                                 str(rec.get("label") or ""), str(rec.get("split") or "")))
     check_rows(rows)
     return rows
@@ -212,7 +266,3 @@ def load_inputs(videos: str | os.PathLike) -> list[ManifestRow]:
     if p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
         return read_manifest(p)
     return from_videos(videos)
-
-
-def rows_as_dicts(rows: list[ManifestRow]) -> list[dict]:
-    return [asdict(r) for r in rows]

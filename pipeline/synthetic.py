@@ -267,12 +267,6 @@ def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per
     return manifest
 
 
-def read_manifest_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a synthetic manifest as dicts (plain csv; `pipeline/manifest.py` reads it too)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def oracle_scores(waves: list[np.ndarray], sr: int, labels: list[str]) -> dict:
     """Oracle accuracy of `waves` against their class `labels`: overall, per class, and the confusion matrix."""
     truth = [class_index(lab) for lab in labels]

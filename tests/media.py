@@ -169,3 +169,30 @@ def make_zoo(folder: str | Path, big: bool = True) -> dict[str, Path]:
 
 # Which zoo entries must end as errors (nothing decodable); everything else must be a sample.
 ZOO_ERRORS = {"junk", "truncated_moov_end"}
+
+
+def make_counter_clip(path: str | Path, *, duration: float = 12.0, fps: float = 8, size: tuple[int, int] = (320, 240),
+                      vfr: bool = False, **kw) -> Path:
+    """A clip whose frame n shows n in binary: 8 horizontal bands, band k white if bit k of n is set
+    (read back with `frame_number`, robust to compression and to resizing/cropping the width).
+    The audio is pink noise, so any shift of the audio window shows."""
+    path = Path(path)
+    w, h = size
+    src = (f"color=c=black:size={w}x{h}:rate={fps}:duration={duration},format=gray,"
+           "geq=lum='255*mod(floor(N/pow(2\\,floor(Y*8/H)))\\,2)',format=yuv420p")
+    args = ["-f", "lavfi", "-i", src, "-f", "lavfi", "-i", _audio_source("noise", 44100, 1, duration)]
+    if vfr:
+        args += ["-vf", "select='lt(mod(n\\,5)\\,2)+eq(mod(n\\,7)\\,3)'", "-fps_mode", "vfr"]
+    vcodec = kw.pop("vcodec", "libx264")
+    acodec = kw.pop("acodec", "aac")
+    args += VCODEC_ARGS.get(vcodec, ["-c:v", vcodec]) + ["-g", str(kw.pop("gop", int(fps * 4)))]
+    args += ["-c:a", acodec, "-b:a", "128k", "-t", str(duration), str(path)]
+    assert not kw, kw
+    run_ffmpeg(args)
+    return path
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The frame number a decoded 256×256 frame of `make_counter_clip` shows."""
+    bands = frame.reshape(8, frame.shape[0] // 8, *frame.shape[1:])[:, 6:-6].mean(axis=(1, 2, 3))
+    return int(sum(1 << k for k, level in enumerate(bands) if level > 128))

@@ -9,7 +9,16 @@ import pytest
 from avtok.pipeline.decode import decode
 from avtok.pipeline.decoded import DecodeError, pick_indices, scaled_size
 from avtok.pipeline.ffmpeg import ffmpeg_exe
-from media import make_clip, make_junk, make_seconds_clip, run_ffmpeg, second_of_frame, truncate
+from media import (
+    frame_number,
+    make_clip,
+    make_counter_clip,
+    make_junk,
+    make_seconds_clip,
+    run_ffmpeg,
+    second_of_frame,
+    truncate,
+)
 
 BACKENDS = ["pyav", "decord", "ffmpeg"]
 
@@ -145,3 +154,78 @@ def test_pick_indices():
 def test_unknown_backend(media):
     with pytest.raises(ValueError, match="unknown backend"):
         decode(media["cfr"], backend="nope")
+
+
+# ------------------------------------------------------------------ the three backends agree, per container
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory):
+    """The same 12 s counter clip (frame n shows n; 8 fps; keyframe every 4 s) in every container ffmpeg
+    makes here, plus variants with a non-zero start time and a variable frame rate."""
+    d = tmp_path_factory.mktemp("containers")
+    mp4 = make_counter_clip(d / "c.mp4")
+    run_ffmpeg(["-ss", "2.6", "-i", str(mp4), "-c", "copy", str(d / "cut.mp4")])  # edit list: hidden leading frames
+    run_ffmpeg(["-i", str(mp4), "-c", "copy", "-output_ts_offset", "3.7", str(d / "offset.mkv")])  # starts at 3.7 s
+    run_ffmpeg(["-i", str(mp4), "-c", "copy", str(d / "copied.ts")])  # stream copy into MPEG-TS (starts at 1.4 s)
+    return {
+        "mp4": mp4,
+        "mkv": make_counter_clip(d / "c.mkv"),
+        "webm": make_counter_clip(d / "c.webm", vcodec="libvpx-vp9", acodec="libopus"),
+        "ts": make_counter_clip(d / "c.ts"),
+        "cut_mp4": d / "cut.mp4",
+        "offset_mkv": d / "offset.mkv",
+        "copied_ts": d / "copied.ts",
+        "vfr_mp4": make_counter_clip(d / "vfr.mp4", fps=20, vfr=True),
+    }
+
+
+def _expected_numbers(name: str, start: float) -> list[int] | None:
+    """Frame numbers shown at start + i + 0.5 s, where the timeline is simple enough to write down."""
+    if name in ("mp4", "mkv", "webm", "offset_mkv"):  # 8 fps from the container start
+        return [int((start + i + 0.5) * 8) for i in range(10)]
+    if name in ("ts", "copied_ts"):  # video starts 23 ms after the audio (the container start)
+        return [int((start + i + 0.5 - 0.023) * 8) for i in range(10)]
+    if name == "vfr_mp4":  # 20 fps source, frames kept where n%5 < 2 or n%7 == 3
+        kept = [n for n in range(240) if n % 5 < 2 or n % 7 == 3]
+        return [max(n for n in kept if n / 20 <= start + i + 0.5 + 1e-6) for i in range(10)]
+    return None  # cut_mp4: checked by agreement only
+
+
+# Measured on these clips: 0 (pixels) and 0.0075 (audio, webm at 1.3 s); textured pictures differ more
+# between scalers (test_portrait_resize_and_center_crop allows a mean of 6 there).
+PIXEL_TOLERANCE = 1.0  # mean |difference| of the uint8 frames
+AUDIO_TOLERANCE = 0.02  # max |difference| of the windows after the best lag of at most 2 samples
+
+
+@pytest.mark.parametrize("start", [0.0, 1.3])
+@pytest.mark.parametrize("name", ["mp4", "mkv", "webm", "ts", "cut_mp4", "offset_mkv", "copied_ts", "vfr_mp4"])
+def test_backends_agree_on_every_container(containers, name, start):
+    clips = {b: decode(containers[name], start, backend=b) for b in BACKENDS}
+    numbers = {b: [frame_number(f) for f in c.frames] for b, c in clips.items()}
+    assert numbers["decord"] == numbers["pyav"] and numbers["ffmpeg"] == numbers["pyav"], numbers
+    expected = _expected_numbers(name, start)
+    if expected is not None:
+        assert numbers["pyav"] == expected
+    ref = clips["pyav"]
+    for b in ("decord", "ffmpeg"):
+        c = clips[b]
+        assert np.abs(c.frames.astype(int) - ref.frames).mean() < PIXEL_TOLERANCE, b
+        assert abs(c.audio_samples - ref.audio_samples) <= 1100, b  # one codec frame at most
+        n = min(c.audio_samples, ref.audio_samples) - 200
+        x = ref.audio[100:n]
+        best = min(float(np.abs(x - c.audio[100 + k: n + k]).max()) for k in (-2, -1, 0, 1, 2))
+        assert best < AUDIO_TOLERANCE and np.abs(x).max() > 0.1, (b, best)
+        padded = [w for w in c.warnings if "decord misplaces" not in w]
+        assert padded == ref.warnings, b
+
+
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_seek_decodes_only_near_the_window(tmp_path, backend):
+    # 60 s at 4 fps, a keyframe every 5 s: the window at 50 s needs the frames from 50 s on, not 200 before
+    long = make_counter_clip(tmp_path / "long.mp4", duration=60, fps=4, size=(160, 120), gop=20)
+    out = decode(long, 50.0, backend=backend)
+    assert [frame_number(f) for f in out.frames] == [(50 + i) * 4 + 2 for i in range(10)]
+    whole = 60 * 4
+    assert out.frames_decoded <= (10 + 5 + 1) * 4 + 8 < whole / 3, out.frames_decoded
+    assert out.audio_samples == 220500
+    from_start = decode(long, 0.0, backend=backend)
+    assert from_start.frames_decoded <= (10 + 1) * 4 + 8  # and a window at 0 stops after it

@@ -249,3 +249,172 @@ def test_generate_bad_inputs_one_line_nothing_written(trained, tmp_path) -> None
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "not a readable image" in proc.stderr
     assert list(out.iterdir()) == []
+
+
+def test_existing_outputs_refused_unless_overwrite(tmp_path) -> None:
+    from avtok.model.files import OutputError
+    from avtok.pipeline.generate import write_outputs
+
+    img = tmp_path / "dog.jpg"
+    (tmp_path / "dog.wav").write_bytes(b"my recording")
+    with pytest.raises(MediaError, match="dog.wav: exists already; pass --overwrite"):
+        output_paths("image2audio", None, img, None, 1, overwrite=False)
+    assert output_paths("image2audio", None, img, None, 1, overwrite=True)[0]["wav"] == tmp_path / "dog.wav"
+    # the last line of defence: a name taken while sampling is not replaced either
+    with pytest.raises(OutputError, match="dog.wav: exists already"):
+        write_outputs({tmp_path / "dog.wav": b"generated"})
+    assert (tmp_path / "dog.wav").read_bytes() == b"my recording"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dog.wav"]  # no temporary file left
+    write_outputs({tmp_path / "dog.wav": b"generated"}, overwrite=True)
+    assert (tmp_path / "dog.wav").read_bytes() == b"generated"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match=r"file: cannot make this folder"):
+        write_outputs({tmp_path / "file" / "x.wav": b"generated"})
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_users_permissions(tmp_path, umask) -> None:
+    import os
+    import stat
+
+    from avtok.pipeline.generate import write_outputs
+
+    old = os.umask(umask)
+    try:
+        [path] = write_outputs({tmp_path / "sub" / "x.png": b"png"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+@pytest.mark.slow
+def test_generate_never_replaces_an_existing_file(trained, tmp_path) -> None:
+    import os
+    import shutil
+    import stat
+
+    ckpt = trained["ckpt"]
+    img = tmp_path / "dog.jpg"
+    shutil.copy(trained["media"] / "foo.jpg", img)
+    (tmp_path / "dog.wav").write_bytes(b"the user's own recording")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    res = _cli(["--image", img, "--checkpoint", ckpt, "--steps", 2])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 1 and len(lines) == 1 and "dog.wav: exists already" in lines[0], res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    old = os.umask(0o022)
+    try:
+        res = _cli(["--image", img, "--checkpoint", ckpt, "--steps", 2, "--overwrite"])
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert sf.info(tmp_path / "dog.wav").frames == 848 * 256
+    for name in ("dog.wav", "dog.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+# ------------------------------------------------------------------------ every PIL mode, huge images
+def _uniform(tmp_path, mode: str, value, fmt: str, **save) -> object:
+    path = tmp_path / f"{mode.replace(';', '_')}.{fmt}"
+    Image.new(mode, (300, 200), value).save(path, **save)
+    return path
+
+
+def _palette(value_index: int, transparent: int | None):
+    im = Image.new("P", (300, 200), value_index)
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)  # 0 = red, 1 = blue
+    if transparent is not None:
+        im.info["transparency"] = transparent
+    return im
+
+
+@pytest.mark.parametrize("mode, value, fmt, expected", [
+    ("1", 1, "png", (255, 255, 255)),
+    ("1", 0, "png", (0, 0, 0)),
+    ("L", 77, "png", (77, 77, 77)),
+    ("LA", (200, 128), "png", (227, 227, 227)),  # (200·128 + 255·127 + 127) // 255: grey 200 half over white
+    ("RGBA", (255, 0, 0, 128), "png", (255, 127, 127)),  # half-transparent red on white
+    ("RGBA", (0, 0, 0, 0), "png", (255, 255, 255)),  # transparent black shows the white page, not black
+    ("RGB", (10, 20, 30), "png", (10, 20, 30)),
+    ("CMYK", (255, 0, 0, 0), "tiff", (0, 255, 255)),  # full cyan
+    ("CMYK", (0, 0, 0, 128), "tiff", (127, 127, 127)),  # half black
+    ("CMYK", (0, 255, 255, 0), "tiff", (255, 0, 0)),  # magenta + yellow = red
+    ("I;16", 32896, "png", (128, 128, 128)),  # 16-bit: 32896 · 255 / 65535 = 128, not clipped to 255
+    ("I;16", 1000, "png", (4, 4, 4)),
+    ("I;16", 65535, "tiff", (255, 255, 255)),
+    ("I", 65535, "tiff", (255, 255, 255)),
+    ("I", 70000, "tiff", (255, 255, 255)),  # beyond 16 bits: clipped
+    ("I", 13107, "tiff", (51, 51, 51)),
+    ("F", 0.5, "tiff", (128, 128, 128)),  # float in 0..1
+    ("F", 0.2, "tiff", (51, 51, 51)),
+    ("F", 200.0, "tiff", (200, 200, 200)),  # float beyond 1: taken as 0..255
+    ("YCbCr", (255, 128, 128), "tiff", (255, 255, 255)),
+    ("YCbCr", (128, 128, 128), "tiff", (128, 128, 128)),
+])
+def test_every_mode_becomes_the_rgb_a_person_sees(tmp_path, mode, value, fmt, expected) -> None:
+    img = load_image(_uniform(tmp_path, mode, value, fmt))
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8
+    assert {tuple(int(c) for c in px) for px in img.reshape(-1, 3)} == {expected}
+
+
+def test_palette_transparency_lab_and_cmyk_jpeg(tmp_path) -> None:
+    _palette(1, transparent=1).save(tmp_path / "p_transparent.png")
+    _palette(0, transparent=1).save(tmp_path / "p_opaque_entry.png")
+    _palette(1, transparent=None).save(tmp_path / "p.png")
+    assert tuple(load_image(tmp_path / "p_transparent.png")[5, 5]) == (255, 255, 255)
+    assert tuple(load_image(tmp_path / "p_opaque_entry.png")[5, 5]) == (255, 0, 0)
+    assert tuple(load_image(tmp_path / "p.png")[5, 5]) == (0, 0, 255)
+    # modes no file format here writes, converted in memory
+    from avtok.pipeline.media import to_display_rgb
+
+    pa = _palette(1, transparent=None).convert("PA")
+    pa.putalpha(0)
+    assert tuple(to_display_rgb(pa)[5, 5]) == (255, 255, 255)
+    assert tuple(to_display_rgb(Image.new("HSV", (4, 4), (0, 255, 255)))[0, 0]) == (255, 0, 0)
+    # L*a*b* (a, b stored +128): L*=100 is white, L*=0 black, L*=50 the sRGB grey 119 (littlecms, ±1)
+    for lab, rgb in (((255, 128, 128), (255, 255, 255)), ((0, 128, 128), (0, 0, 0)), ((128, 128, 128), (119, 119, 119))):
+        got = load_image(_uniform(tmp_path, "LAB", lab, "tiff"))[5, 5].astype(int)
+        assert np.abs(got - rgb).max() <= 1, (lab, got)
+    # a CMYK JPEG (written with Adobe's inverted CMYK) reads back as cyan, not as its inverse
+    got = load_image(_uniform(tmp_path, "CMYK", (255, 0, 0, 0), "jpg", quality=95))[5, 5].astype(int)
+    assert np.abs(got - (0, 255, 255)).max() <= 3, got
+
+
+def _png_header_only(path, width: int, height: int):
+    """A PNG whose header claims width×height (1-bit grey) but holds almost no data: a decompression bomb's
+    shape, cheap to make. Decoding it would need width·height bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_images_refused_or_reduced_before_decoding(tmp_path) -> None:
+    from avtok.pipeline.media import MAX_IMAGE_PIXELS, _reduce_while_decoding
+
+    with pytest.raises(MediaError, match="bomb.png: image too large to decode safely"):
+        load_image(_png_header_only(tmp_path / "bomb.png", 30000, 30000))  # 900 MP: PIL's own hard limit
+    with pytest.raises(MediaError, match=r"big.png: image too large \(10000×10000 = 100 MP"):
+        load_image(_png_header_only(tmp_path / "big.png", 10000, 10000))  # over our limit: refused unread
+    # a JPEG over the limit is decoded at half scale by the JPEG decoder itself (memory bounded)
+    Image.new("L", (12000, 8000), 90).save(tmp_path / "big.jpg", quality=50)
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(tmp_path / "big.jpg") as im:
+        _reduce_while_decoding(im, tmp_path / "big.jpg")
+        assert im.size == (6000, 4000) and 6000 * 4000 <= MAX_IMAGE_PIXELS
+    img = load_image(tmp_path / "big.jpg")
+    assert img.shape == (256, 256, 3) and np.abs(img.astype(int) - 90).max() <= 2
+
+
+@pytest.mark.parametrize("size", [(1, 60000), (60000, 1), (3, 40000)])
+def test_extreme_aspect_ratios_cost_only_the_crop(tmp_path, size) -> None:
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[..., 1] = 200  # green everywhere
+    Image.fromarray(arr).save(tmp_path / "thin.png")
+    img = load_image(tmp_path / "thin.png")
+    assert img.shape == (256, 256, 3) and {tuple(int(c) for c in p) for p in img.reshape(-1, 3)} == {(0, 200, 0)}

@@ -120,5 +120,37 @@ def test_cli_folder_and_vggsound(tmp_path):
     assert "wrote 1 rows" in res.output and "3 csv rows have no clip" in res.output
     assert len((tmp_path / "v.missing.csv").read_text().splitlines()) == 3
     assert read_manifest(out)[0].label == "female speech, woman speaking"
-    res = CliRunner().invoke(manifest_cmd, ["--videos", str(tmp_path / "nope"), "--out", str(out)])
+    res = CliRunner().invoke(manifest_cmd, ["--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "n.csv")])
     assert res.exit_code != 0 and "neither a folder" in res.output
+    # an existing manifest is kept unless --overwrite
+    before = out.read_bytes()
+    res = CliRunner().invoke(manifest_cmd, ["--videos", str(tmp_path / "clips"), "--out", str(out)])
+    assert res.exit_code == 1 and "exists already; pass --overwrite" in res.output and out.read_bytes() == before
+    res = CliRunner().invoke(manifest_cmd, ["--videos", str(tmp_path / "clips"), "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert [r.label for r in read_manifest(out)] == [""]  # the folder-mode manifest replaced the csv one
+
+
+def test_bom_csv_and_start_values(tmp_path):
+    clip = _touch(tmp_path / "a.mp4")
+    (tmp_path / "bom.csv").write_bytes("\ufeffvideo_id,path,start_s\nclip,a.mp4,2.5\n".encode())
+    assert read_manifest(tmp_path / "bom.csv") == [ManifestRow("clip", str(clip), 2.5, "", "")]
+    for bad in ("inf", "-5", "nan", "1e400", "soon"):
+        (tmp_path / "bad.csv").write_text(f"video_id,path,start_s\nclip,a.mp4,{bad}\n")
+        with pytest.raises(ManifestError, match="row 1: start"):
+            read_manifest(tmp_path / "bad.csv")
+    with pytest.raises(ManifestError, match="finite number of seconds"):
+        write_manifest([ManifestRow("c", str(clip), float("inf"))], tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
+    # the VGGSound csv: BOM tolerated, a negative or infinite start refused, binary refused
+    (tmp_path / "vgg.csv").write_bytes("\ufeff".encode() + CSV.encode())
+    assert read_vggsound_csv(tmp_path / "vgg.csv")[0].ytid == "---g-f_I2yQ"
+    (tmp_path / "neg.csv").write_text("abcdefghijk,-5,dog,train\n")
+    with pytest.raises(ManifestError, match="neg.csv:1: start"):
+        read_vggsound_csv(tmp_path / "neg.csv")
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ManifestError, match="bin.csv: not a UTF-8 text csv"):
+        read_vggsound_csv(tmp_path / "bin.csv")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ManifestError, match="bad.parquet: not a readable parquet"):
+        read_manifest(tmp_path / "bad.parquet")
