@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .errors import user_error
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -39,8 +41,7 @@ def app(checkpoint, host, port, shards, n_examples, device, vocoder, fast_vocode
         folder = examples_folder() if shards else None
         examples = make_examples(bundle, voc, shards, folder, count=n_examples) if shards else []
     except (ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise click.ClickException(msg) from None
+        raise user_error(e) from None
     if host not in LOOPBACK:
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the page", err=True)
     demo = build_app(bundle, voc, examples)

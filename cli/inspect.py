@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .errors import user_error
+
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
@@ -39,8 +41,7 @@ def inspect(path, samples, out, vocoder, image_tokenizer, audio_tokenizer) -> No
                              image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer, progress=progress)
         written = write_inspection(ins, out)
     except (ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise click.ClickException(msg) from None
+        raise user_error(e) from None
     finally:
         for bar in bars:
             bar.close()
