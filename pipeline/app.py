@@ -234,5 +234,10 @@ def _task_tab(gr, bundle: Bundle, vocoder, task: str, examples: list[Example], c
 
 
 def examples_folder() -> Path:
-    """A fresh folder for example files (under the system temp dir, which Gradio may serve)."""
-    return Path(tempfile.mkdtemp(prefix="avtok-app-"))
+    """A fresh folder for example files (under the system temp dir, which Gradio may serve); removed at exit."""
+    import atexit
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="avtok-app-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
