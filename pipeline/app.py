@@ -69,7 +69,7 @@ def run_task(bundle: Bundle, vocoder: Callable[[np.ndarray], Any] | None, task: 
     hole = hole if task == "inpaint" else None
     gen = generate(bundle, task, image=img, spec01=mel, hole=hole, num_samples=int(num_samples), seed=int(seed),
                    steps=int(steps), cfg=float(cfg), vocoder=vocoder if task != "audio2image" else None,
-                   progress=progress)
+                   progress=progress, precision="auto")  # bf16 (fp16 before Ampere) autocast on CUDA, fp32 on CPU
     n = int(num_samples)
     if task == "audio2image":
         return Result(picture=stack([gen.images[i] for i in range(n)], axis=1), message=_summary(task, gen.meta, n))
