@@ -1,4 +1,4 @@
-"""`avtok tokenize`: extracted shards → one Parquet token shard each (DESIGN §3), on Ray actors.
+"""`avtok tokenize`: extracted shards → one Parquet token shard each , on Ray actors (format: docs/formats.md).
 
 Layout of the output folder:
   tokens-000000.parquet, tokens-000000.stats.json, ...  one per `extracted/shard-NNNNNN.tar`
