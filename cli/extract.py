@@ -36,7 +36,7 @@ def extract(videos, out, shard_size, backend, workers, address, keep_audio, stri
     """
     from avtok.pipeline.extract import run_extract
     summary = run_sharded(
-        "extract", lambda s: (s["rows"], s["errors"]),
+        "extract", lambda s: (s.videos, s.errors),
         lambda progress, on_plan: run_extract(videos, out, shard_size=shard_size, backend=backend, workers=workers,
                           address=address, keep_audio=keep_audio, strict=strict, max_retries=max_retries,
                           progress=progress, in_process=no_ray, on_plan=on_plan))

@@ -43,7 +43,7 @@ def tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind, audio
     """
     from avtok.pipeline.tokenize import run_tokenize
     summary = run_sharded(
-        "tokenize", lambda s: (s["rows"] + s["errors"], s["errors"]),
+        "tokenize", lambda s: (s.clips + s.errors, s.errors),
         lambda progress, on_plan: run_tokenize(extracted, out, image_tokenizer, audio_tokenizer, image_kind=image_kind,
                            audio_kind=audio_kind, device=device, batch_size=batch_size, fast=fast,
                            workers=workers, address=address, max_retries=max_retries, progress=progress,

@@ -27,7 +27,7 @@ from avtok.model.geometry import FRAME_SIZE, MEL_PARAMS, MEL_SHAPE, N_FRAMES
 
 from .extracted import ExtractedSample, sanitize_key, shard_name
 from .manifest import ManifestRow, load_inputs
-from .runner import ProgressEvent, RunResult, ShardJob, run_shards
+from .runner import ProgressEvent, RunResult, ShardJob, ShardStats, run_shards
 
 ERROR_COLUMNS = ("video_id", "path", "stage", "kind", "message")
 
@@ -85,8 +85,20 @@ def crash_marker_path(output: Path) -> Path:
     return output.with_name(f".{output.name.split('.', 1)[0]}.inflight")
 
 
+@dataclass
+class ExtractShardStats(ShardStats):
+    """One extracted shard: `videos` manifest rows = `samples` written + `errors` error rows."""
+
+    videos: int = 0
+    samples: int = 0
+    errors: int = 0
+    warned: int = 0  # samples with at least one decode warning
+    sha256: str = ""  # of the tar
+    error_rows: list[dict] = field(default_factory=list)  # ERROR_COLUMNS per failed row
+
+
 def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "pyav", strict: bool = False,
-                  keep_audio: bool = False) -> dict:
+                  keep_audio: bool = False) -> ExtractShardStats:
     """Runner task: decode every row of one shard, write its tar atomically, return stats + error rows.
 
     A decoder that kills the process (segfault, OOM kill) cannot be caught per video, so the key
@@ -136,12 +148,14 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
         marker.unlink(missing_ok=True)
         raise
     marker.unlink(missing_ok=True)
-    return dict(rows=len(job.payload), samples=n, errors=len(errors), warned=warned,
-                sha256=sha256_file(job.output), error_rows=errors)
+    return ExtractShardStats(videos=len(job.payload), samples=n, errors=len(errors), warned=warned,
+                             sha256=sha256_file(job.output), error_rows=errors)
 
 
 @dataclass
 class ExtractSummary:
+    """The whole run: `videos` manifest rows = `samples` + `errors` (rows of failed shards count as errors)."""
+
     videos: int = 0
     samples: int = 0
     errors: int = 0
@@ -153,7 +167,8 @@ class ExtractSummary:
     seconds: float = 0.0
     ray_start_s: float = 0.0
     used_ray: bool = True
-    videos_run: int = 0  # rows decoded by this run (not counting shards finished earlier)
+    worker_start_s: float = 0.0
+    videos_run: int = 0  # manifest rows of the shards this run processed (not those finished earlier)
     out: str = ""
 
     def line(self) -> str:
@@ -220,12 +235,12 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
     if on_plan:
         on_plan(len(rows), len(jobs))
     result: RunResult = run_shards(
-        jobs, fn=process_shard, fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
+        jobs, ExtractShardStats, fn=process_shard, fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
         workers=workers, address=address, num_cpus=1, max_retries=max_retries, progress=progress,
         in_process=in_process)
 
     stats = result.all_stats
-    errors = [e for s in stats for e in s["error_rows"]]
+    errors = [e for s in stats for e in s.error_rows]
     failed_ids = {i for i, _ in result.failed}
     for job in jobs:
         if job.index in failed_ids:
@@ -233,16 +248,17 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
             errors += [_error_row(r, "shard", "shard-failed", msg) for r in job.payload]
     write_errors(out / "errors.parquet", errors)
     summary = ExtractSummary(
-        videos=len(rows), samples=sum(s["samples"] for s in stats), errors=len(errors),
-        warned=sum(s["warned"] for s in stats), shards=len(jobs), shards_run=len(result.done),
+        videos=len(rows), samples=sum(s.samples for s in stats), errors=len(errors),
+        warned=sum(s.warned for s in stats), shards=len(jobs), shards_run=len(result.done),
         shards_skipped=len(result.skipped), shards_failed=result.failed, ray_start_s=result.ray_start_s,
-        used_ray=not in_process, videos_run=sum(s["rows"] for s in result.done),
+        worker_start_s=result.worker_start_s, used_ray=not in_process,
+        videos_run=sum(s.videos for s in result.done),
         seconds=time.perf_counter() - t0, out=str(out))
     write_json(out / "index.json", _index_record(plan, stats, summary))
     return summary
 
 
-def _index_record(plan: dict, stats: list[dict], summary: ExtractSummary) -> dict[str, Any]:
+def _index_record(plan: dict, stats: list[ExtractShardStats], summary: ExtractSummary) -> dict[str, Any]:
     return dict(
         kind="avtok-extracted", avtok_version=avtok_version(), format="webdataset-tar",
         mel_params=MEL_PARAMS, mel_shape=list(MEL_SHAPE), n_frames=N_FRAMES, frame_size=FRAME_SIZE,
@@ -251,5 +267,5 @@ def _index_record(plan: dict, stats: list[dict], summary: ExtractSummary) -> dic
         counts=dict(videos=summary.videos, samples=summary.samples, errors=summary.errors, warned=summary.warned,
                     shards=summary.shards, shards_complete=len(stats), shards_failed=len(summary.shards_failed)),
         complete=len(stats) == summary.shards,
-        shards=[dict(name=s["output"], samples=s["samples"], errors=s["errors"], sha256=s["sha256"]) for s in stats],
+        shards=[dict(name=s.output, samples=s.samples, errors=s.errors, sha256=s.sha256) for s in stats],
     )

@@ -30,7 +30,7 @@ from avtok.model.geometry import MEL_PARAMS, N_FRAMES
 from avtok.model.token_shards import IMAGE_TOKENS, make_meta, shard_name, write_token_index, write_token_shard
 
 from .extracted import decode_sample, iter_raw_samples
-from .runner import ProgressEvent, RunResult, ShardJob, run_shards
+from .runner import ProgressEvent, RunResult, ShardJob, ShardStats, run_shards
 
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.tar$")
 
@@ -124,9 +124,22 @@ def _encode_all(tok, x_uint8_or_float: np.ndarray, to_input: Callable, batch_siz
     return torch.cat(out).cpu().numpy().astype(np.uint16) if out else np.zeros((0, 1), np.uint16)
 
 
+@dataclass
+class TokenShardStats(ShardStats):
+    """One token shard: `clips` tokenized + `errors` unreadable samples of extracted shard `input`."""
+
+    input: str = ""  # the extracted shard's file name
+    clips: int = 0
+    errors: int = 0
+    error_rows: list[dict] = field(default_factory=list)  # {video_id, error}
+    entry: dict = field(default_factory=dict)  # the shard's index.json entry
+    model_seconds: float = 0.0  # time inside the tokenizers
+    bytes: int = 0  # size of the token shard
+
+
 def tokenize_shard(extracted_path: str | os.PathLike, out_path: str | os.PathLike, image_tok, audio_tok,
                    meta: dict, batch_size: int = 16, report: Callable[..., None] | None = None,
-                   decode_threads: int = 4, chunk_clips: int = 64) -> dict:
+                   decode_threads: int = 4, chunk_clips: int = 64) -> TokenShardStats:
     """Tokenize one extracted shard into one token shard (atomic write). Returns stats with the index
     entry (`entry`), error rows and timings. Bad samples become error rows; the shard still completes."""
     from avtok.model.tokenizers import frames_to_input, mel_to_input
@@ -174,9 +187,8 @@ def tokenize_shard(extracted_path: str | os.PathLike, out_path: str | os.PathLik
     audio = np.concatenate(audio_parts) if audio_parts else np.zeros((0, audio_tok.grid[0] * audio_tok.grid[1]),
                                                                      np.uint16)
     entry = write_token_shard(out_path, meta, ids, labels, splits, image, audio)
-    return {"entry": entry, "rows": len(ids), "errors": len(errors), "error_rows": errors,
-            "input": extracted_path.name, "model_seconds": round(t_model, 3),
-            "bytes": out_path.stat().st_size}
+    return TokenShardStats(input=extracted_path.name, clips=len(ids), errors=len(errors), error_rows=errors,
+                           entry=entry, model_seconds=round(t_model, 3), bytes=out_path.stat().st_size)
 
 
 class TokenizeWorker:
@@ -194,7 +206,7 @@ class TokenizeWorker:
                 raise TokenizeError(f"{tok.path}: weights changed since the run was planned "
                                     f"(fingerprint {tok.fingerprint[:12]} != {rec['fingerprint'][:12]})")
 
-    def run_shard(self, job: ShardJob, report: Callable[..., None]) -> dict:
+    def run_shard(self, job: ShardJob, report: Callable[..., None]) -> TokenShardStats:
         return tokenize_shard(job.payload, job.output, self.image_tok, self.audio_tok, self.meta,
                               batch_size=self.cfg.batch_size, report=report,
                               decode_threads=self.cfg.decode_threads, chunk_clips=self.cfg.chunk_clips)
@@ -229,6 +241,8 @@ def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
 
 @dataclass
 class TokenizeSummary:
+    """The whole run: `clips` tokenized, `errors` unreadable samples, over every finished shard."""
+
     clips: int = 0
     errors: int = 0
     shards: int = 0
@@ -314,19 +328,19 @@ def run_tokenize(extracted: str | os.PathLike, out: str | os.PathLike, image_tok
         n_workers = workers or 1
         per_cpu, per_gpu = max(1, (os.cpu_count() or 1) // n_workers), 0
     result: RunResult = run_shards(
-        jobs, actor_cls=TokenizeWorker, actor_args=(cfg, meta), workers=n_workers, address=address,
+        jobs, TokenShardStats, actor_cls=TokenizeWorker, actor_args=(cfg, meta), workers=n_workers, address=address,
         num_cpus=per_cpu, num_gpus=per_gpu, max_retries=max_retries, progress=progress, in_process=in_process)
     stats = result.all_stats
-    entries = [s["entry"] for s in stats]
+    entries = [s.entry for s in stats]
     extra = {"extracted": str(extracted.resolve()), "complete": not result.failed and len(stats) == len(jobs),
-             "errors": [e for s in stats for e in s.get("error_rows", [])],
+             "errors": [e for s in stats for e in s.error_rows],
              "extracted_index_sha256": sha256_file(extracted / "index.json")}
     if entries:
         write_token_index(out, meta, entries, extra=extra)
     done_now = result.done
     return TokenizeSummary(
-        clips=sum(s["rows"] for s in stats), errors=sum(s["errors"] for s in stats), shards=len(jobs),
+        clips=sum(s.clips for s in stats), errors=sum(s.errors for s in stats), shards=len(jobs),
         shards_run=len(result.done), shards_skipped=len(result.skipped), shards_failed=result.failed,
-        bytes=sum(s.get("bytes", 0) for s in stats), seconds=time.perf_counter() - t0,
-        model_seconds=sum(s.get("model_seconds", 0.0) for s in done_now),
-        clips_run=sum(s["rows"] for s in done_now), device=cfg.device, workers=n_workers, out=str(out))
+        bytes=sum(s.bytes for s in stats), seconds=time.perf_counter() - t0,
+        model_seconds=sum(s.model_seconds for s in done_now),
+        clips_run=sum(s.clips for s in done_now), device=cfg.device, workers=n_workers, out=str(out))
