@@ -7,8 +7,10 @@ Layout of the output folder:
   errors.parquet   video_id, path, stage, kind, message (rebuilt from every shard's stats each run)
   index.json       counts, MEL_PARAMS, backend, shard list with sha256 (rebuilt each run)
   .shard-N.inflight  while a shard runs: the video being decoded (see process_shard); removed after
+  .avtok.lock      held while a run writes the folder (a second run stops at once, naming the holder)
 Every manifest row ends as a sample in its shard's tar or as an errors.parquet row. A shard that
-exhausted its retries has its rows listed with stage "shard" and is redone by the next run.
+exhausted its retries has its rows listed with stage "shard" and is redone by the next run; the
+command then exits with code 3 (see cli/shard_progress.py). Format of the files: docs/formats.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from avtok.model.geometry import FRAME_SIZE, MEL_PARAMS, MEL_SHAPE, N_FRAMES
 
 from .extracted import ExtractedSample, sanitize_key, shard_name
 from .manifest import ManifestRow, load_inputs
+from .output_folder import claimed, remove_outputs
 from .runner import ProgressEvent, RunResult, ShardJob, ShardStats, run_shards
 
 ERROR_COLUMNS = ("video_id", "path", "stage", "kind", "message")
@@ -200,14 +203,43 @@ def write_errors(path: Path, errors: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+OUTPUT_PATTERNS = ("shard-*.tar", "shard-*.stats.json", "plan.json", "index.json", "errors.parquet")
+TEMP_PATTERNS = (".shard-*.tmp", ".shard-*.inflight", ".*.json.*.tmp", ".errors.parquet.*.tmp")
+
+
+def is_extract_output(out: Path) -> bool:
+    """An earlier `avtok extract` output (its plan.json), which a run into the same --out resumes."""
+    try:
+        return "manifest_sha256" in read_json(out / "plan.json")
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_plan(out: Path, plan: dict, overwrite: bool) -> None:
+    """Write plan.json on the first run; a later run must have the same plan (or --overwrite starts over)."""
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        old = read_json(plan_path)
+        if old == json.loads(json.dumps(plan)):
+            return
+        if not overwrite:
+            diff = [k for k in plan if old.get(k) != json.loads(json.dumps(plan[k]))]
+            raise ValueError(f"{out} already holds an extraction with different {', '.join(diff)}; "
+                             "use another --out, or --overwrite to replace it")
+    if overwrite:
+        remove_outputs(out, OUTPUT_PATTERNS)
+    write_json(plan_path, plan)
+
+
 def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.PathLike, *, shard_size: int = 1000,
                 backend: str = "pyav", workers: int | None = None, address: str | None = None,
                 keep_audio: bool = False, strict: bool = False, max_retries: int = 2,
                 progress: Callable[[ProgressEvent], None] | None = None, in_process: bool = False,
-                on_plan: Callable[[int, int], None] | None = None) -> ExtractSummary:
+                on_plan: Callable[[int, int], None] | None = None, overwrite: bool = False) -> ExtractSummary:
     """Extract every video of `videos` (folder, glob, manifest file or rows) into `out`; resumable.
 
     `on_plan(total_videos, total_shards)` is called once the shards are cut (to size a progress bar).
+    `out` must be new, empty or an earlier extraction (else --overwrite); it is locked for the run.
     """
     from .decode import BACKENDS
 
@@ -216,46 +248,41 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
     t0 = time.perf_counter()
     rows = videos if isinstance(videos, list) else load_inputs(videos)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plan = _plan_record(rows, shard_size, backend, strict, keep_audio)
-    plan_path = out / "plan.json"
-    if plan_path.exists():
-        old = read_json(plan_path)
-        if old != json.loads(json.dumps(plan)):
-            diff = [k for k in plan if old.get(k) != json.loads(json.dumps(plan[k]))]
-            raise ValueError(f"{out} already holds an extraction with different {', '.join(diff)}; "
-                             "use another --out (or delete it) to start over")
-    else:
-        write_json(plan_path, plan)
-    # Left by a killed run: half-written tars (the shard is redone below) and crash markers (a
-    # killed run is not a decoder crash, so every video gets fresh chances).
-    for stale in [*out.glob(".shard-*.tmp"), *out.glob(".shard-*.inflight")]:
-        stale.unlink(missing_ok=True)
-    jobs = plan_shards(rows, out, shard_size)
-    if on_plan:
-        on_plan(len(rows), len(jobs))
-    result: RunResult = run_shards(
-        jobs, ExtractShardStats, fn=process_shard, fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
-        workers=workers, address=address, num_cpus=1, max_retries=max_retries, progress=progress,
-        in_process=in_process)
+    # Temporary files of a killed run are removed under the lock: half-written tars (the shard is
+    # redone) and crash markers (a killed run is not a decoder crash: every video gets fresh chances).
+    with claimed(out, is_extract_output, "extract", overwrite, TEMP_PATTERNS):
+        _check_plan(out, plan, overwrite)
+        jobs = plan_shards(rows, out, shard_size)
+        if on_plan:
+            on_plan(len(rows), len(jobs))
+        result: RunResult = run_shards(
+            jobs, ExtractShardStats, fn=process_shard,
+            fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
+            workers=workers, address=address, num_cpus=1, max_retries=max_retries, progress=progress,
+            in_process=in_process)
+        summary = _summarise(rows, jobs, result, out, used_ray=not in_process)
+        summary.seconds = time.perf_counter() - t0
+        write_json(out / "index.json", _index_record(plan, result.all_stats, summary))
+    return summary
 
+
+def _summarise(rows: list[ManifestRow], jobs: list[ShardJob], result: RunResult, out: Path,
+               used_ray: bool) -> ExtractSummary:
+    """Rebuild errors.parquet from every shard's stats (+ the rows of failed shards); the run's counts."""
     stats = result.all_stats
     errors = [e for s in stats for e in s.error_rows]
-    failed_ids = {i for i, _ in result.failed}
+    failed = dict(result.failed)
     for job in jobs:
-        if job.index in failed_ids:
-            msg = dict(result.failed)[job.index]
-            errors += [_error_row(r, "shard", "shard-failed", msg) for r in job.payload]
+        if job.index in failed:
+            errors += [_error_row(r, "shard", "shard-failed", failed[job.index]) for r in job.payload]
     write_errors(out / "errors.parquet", errors)
-    summary = ExtractSummary(
+    return ExtractSummary(
         videos=len(rows), samples=sum(s.samples for s in stats), errors=len(errors),
         warned=sum(s.warned for s in stats), shards=len(jobs), shards_run=len(result.done),
         shards_skipped=len(result.skipped), shards_failed=result.failed, ray_start_s=result.ray_start_s,
-        worker_start_s=result.worker_start_s, used_ray=not in_process,
-        videos_run=sum(s.videos for s in result.done),
-        seconds=time.perf_counter() - t0, out=str(out))
-    write_json(out / "index.json", _index_record(plan, stats, summary))
-    return summary
+        worker_start_s=result.worker_start_s, used_ray=used_ray,
+        videos_run=sum(s.videos for s in result.done), out=str(out))
 
 
 def _index_record(plan: dict, stats: list[ExtractShardStats], summary: ExtractSummary) -> dict[str, Any]:
