@@ -18,12 +18,13 @@ class OutputFolderError(ValueError):
     """An --out this command must not write into; the message names it and says what to do."""
 
 
-def _visible_entries(out: Path) -> list[Path]:
-    # our own leftovers of a killed run (the lock, hidden temporary files) do not make a folder foreign
-    return [p for p in out.iterdir() if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+def _foreign_entries(out: Path, temp_patterns: Sequence[str]) -> list[Path]:
+    # our own leftovers of a killed run (the lock, temporary files) do not make a folder foreign
+    return [p for p in out.iterdir() if p.name != LOCK_NAME and not any(p.match(t) for t in temp_patterns)]
 
 
-def check_output_folder(out: Path, is_ours: Callable[[Path], bool], command: str, overwrite: bool) -> None:
+def check_output_folder(out: Path, is_ours: Callable[[Path], bool], command: str, overwrite: bool,
+                        temp_patterns: Sequence[str] = ()) -> None:
     """Raise OutputFolderError if `out` is a file, or holds files and is not an output of `command`."""
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"--out {out}: is a file, not a folder")
@@ -32,7 +33,7 @@ def check_output_folder(out: Path, is_ours: Callable[[Path], bool], command: str
             if not parent.is_dir():
                 raise OutputFolderError(f"--out {out}: {parent} is a file, not a folder")
             break
-    if overwrite or not out.is_dir() or not _visible_entries(out) or is_ours(out):
+    if overwrite or not out.is_dir() or not _foreign_entries(out, temp_patterns) or is_ours(out):
         return
     raise OutputFolderError(f"--out {out}: holds files that are not an `avtok {command}` output; pick an empty "
                             "or new folder, or pass --overwrite to write into it anyway")
@@ -54,7 +55,7 @@ def claimed(out: Path, is_ours: Callable[[Path], bool], command: str, overwrite:
     Temporary files of a killed run (`temp_patterns`) are removed only once the lock is held, so a
     run never deletes the in-flight files of another run on the same folder.
     """
-    check_output_folder(out, is_ours, command, overwrite)
+    check_output_folder(out, is_ours, command, overwrite, temp_patterns)
     with folder_lock(out, command):
         remove_outputs(out, temp_patterns)
         yield out
