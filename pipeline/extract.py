@@ -96,6 +96,7 @@ class ExtractShardStats(ShardStats):
     samples: int = 0
     errors: int = 0
     warned: int = 0  # samples with at least one decode warning
+    cpu_seconds: float = 0.0  # CPU time of the worker process on this shard (decoders' children included)
     sha256: str = ""  # of the tar
     error_rows: list[dict] = field(default_factory=list)  # ERROR_COLUMNS per failed row
 
@@ -116,6 +117,7 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
     from .extracted import write_extracted_shard
 
     torch.set_num_threads(1)  # one core per task; the runner parallelises over shards
+    cpu0 = _cpu_seconds()
     errors: list[dict] = []
     warned = 0
     marker = crash_marker_path(job.output)
@@ -152,7 +154,37 @@ def process_shard(job: ShardJob, report: Callable[..., None], backend: str = "py
         raise
     marker.unlink(missing_ok=True)
     return ExtractShardStats(videos=len(job.payload), samples=n, errors=len(errors), warned=warned,
-                             sha256=sha256_file(job.output), error_rows=errors)
+                             cpu_seconds=round(_cpu_seconds() - cpu0, 3), sha256=sha256_file(job.output),
+                             error_rows=errors)
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class ExtractWorker:
+    """The runner's worker for extract: pays the imports and first-use costs (torch, the decoder,
+    the mel basis, PIL's JPEG encoder, webdataset) once when the worker starts, not inside a shard."""
+
+    def __init__(self, backend: str = "pyav", strict: bool = False, keep_audio: bool = False):
+        import numpy as np
+        import torch
+        from avtok.model.geometry import N_SAMPLES
+        from avtok.model.mel import spec01
+
+        from .extracted import sample_members, write_extracted_shard  # noqa: F401  (imports webdataset)
+
+        torch.set_num_threads(1)
+        self.options = dict(backend=backend, strict=strict, keep_audio=keep_audio)
+        if backend == "pyav":
+            from . import decode_pyav  # noqa: F401
+        mel = spec01(np.zeros(N_SAMPLES, np.float32)).astype(np.float16)
+        frames = np.zeros((N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+        sample_members(ExtractedSample("warm-up", frames, mel))
+
+    def run_shard(self, job: ShardJob, report: Callable[..., None]) -> ExtractShardStats:
+        return process_shard(job, report, **self.options)
 
 
 @dataclass
@@ -257,8 +289,8 @@ def run_extract(videos: str | os.PathLike | list[ManifestRow], out: str | os.Pat
         if on_plan:
             on_plan(len(rows), len(jobs))
         result: RunResult = run_shards(
-            jobs, ExtractShardStats, fn=process_shard,
-            fn_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
+            jobs, ExtractShardStats, actor_cls=ExtractWorker,
+            actor_kwargs=dict(backend=backend, strict=strict, keep_audio=keep_audio),
             workers=workers, address=address, num_cpus=1, max_retries=max_retries, progress=progress,
             in_process=in_process)
         summary = _summarise(rows, jobs, result, out, used_ray=not in_process)

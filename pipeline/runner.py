@@ -36,8 +36,8 @@ A job whose stats file exists, reads back as `stats_cls` and records the job's `
 skipped (its stats are returned in `skipped`), so a re-run after a crash or Ctrl-C redoes only
 unfinished shards; a finished shard made from other input is redone and listed in `stale`.
 
-`run_shards(...)` options: `workers` (parallel actors; default every CPU of the local Ray or the
-cluster, 1 in actor mode), `address` (None → a private local Ray that never attaches to a `ray
+`run_shards(...)` options: `workers` (parallel actors; default as many as the CPUs of the local Ray
+or the cluster allow at `num_cpus` each, never more than the shards to run), `address` (None → a private local Ray that never attaches to a `ray
 start` cluster by accident; "auto" or "host:port" → that cluster, which must answer within a few
 seconds), `num_cpus`/`num_gpus` per worker, `max_retries`, `progress` (callback(ProgressEvent) in
 the driver), `in_process` (no Ray: the same code path in this process, for debugging and tiny jobs).
@@ -244,7 +244,7 @@ def run_shards(jobs: Sequence[ShardJob], stats_cls: type[ShardStats] = ShardStat
         _run_in_process(todo, spec, emit, result)
     elif todo:
         pool = RayOptions(workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
-                          max_retries=max_retries, shutdown=shutdown, actor_mode=fn is None)
+                          max_retries=max_retries, shutdown=shutdown)
         _run_ray(todo, spec, pool, emit, result)
     result.seconds = time.perf_counter() - t_start
     return result
@@ -289,7 +289,6 @@ class RayOptions:
     num_gpus: float = 0
     max_retries: int = 2
     shutdown: bool = True
-    actor_mode: bool = False
 
 
 class RayWorker:
@@ -396,8 +395,7 @@ def _run_ray(todo: list[ShardJob], spec: WorkerSpec, opts: RayOptions, emit, res
     local_cpus = max(int(opts.workers * max(opts.num_cpus, 1)), 1) if local and opts.workers else None
     result.ray_start_s = init_ray(opts.address, local_cpus)
     try:
-        workers = opts.workers or (1 if opts.actor_mode else
-                                   max(int(ray.cluster_resources().get("CPU", 1) // max(opts.num_cpus, 1)), 1))
+        workers = opts.workers or max(int(ray.cluster_resources().get("CPU", 1) // max(opts.num_cpus, 1)), 1)
         queue = Queue(actor_options={"num_cpus": 0})
         actor = ray.remote(RayWorker).options(
             num_cpus=opts.num_cpus, num_gpus=opts.num_gpus,
