@@ -226,7 +226,8 @@ def _json_norm(obj: Any) -> Any:
 
 
 def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
-    """Read `extracted/index.json`, refuse other mel parameters; return (index, [(n, shard path)])."""
+    """Read `extracted/index.json`, refuse other mel parameters; return (index, [(n, shard path)]) of the
+    shards the index lists as finished."""
     index_path = extracted / "index.json"
     if not extracted.is_dir():
         raise TokenizeError(f"{extracted}: no such folder (run `avtok extract` first)")
@@ -239,7 +240,13 @@ def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
                       if _json_norm((got or {}).get(k)) != _json_norm(MEL_PARAMS.get(k)))
         raise TokenizeError(f"{index_path}: mel parameters differ from what the audio tokenizer expects "
                             f"({', '.join(diff) or 'missing'}); re-extract with this avtok version")
-    shards = sorted((int(m.group(1)), p) for p in extracted.iterdir() if (m := _SHARD_RE.match(p.name)))
+    # The shards index.json lists are the finished ones (a failed shard's tar may exist, unverified).
+    listed = [s.get("name", "") for s in index.get("shards", []) if isinstance(s, dict)]
+    names = listed if "shards" in index else [p.name for p in extracted.iterdir()]
+    shards = sorted((int(m.group(1)), extracted / name) for name in names if (m := _SHARD_RE.match(name)))
+    missing = [p.name for _, p in shards if not p.is_file()]
+    if missing:
+        raise TokenizeError(f"{extracted / missing[0]}: listed in index.json but missing")
     if not shards:
         raise TokenizeError(f"{extracted}: holds no shard-NNNNNN.tar files")
     return index, shards
