@@ -265,3 +265,14 @@ def test_sample_json_keeps_the_id_when_the_key_cannot(tmp_path):
     (back,) = read_extracted_shard(tmp_path / "s.tar")
     assert back.meta["video_id"] == vid and back.key == "u_____y"
     assert np.array_equal(back.mel, mel.astype(np.float16)) and back.frames.shape == (10, 256, 256, 3)
+
+
+def test_fit_kmeans_does_not_replace_an_existing_file(world, tmp_path):
+    out = tmp_path / "codebooks.safetensors"
+    out.write_bytes(b"someone else's file")
+    args = ["tokenizer", "fit-kmeans", "--extracted", world["extracted"], "--out", out, "--k", 4, "--clips", 2,
+            "--iters", 1]
+    assert_error(invoke(*args), 1, str(out), "--overwrite")
+    assert out.read_bytes() == b"someone else's file"
+    assert_ok(invoke(*args, "--overwrite"))
+    assert not out.read_bytes().startswith(b"someone")
