@@ -31,7 +31,7 @@ Contract of the per-shard call (`fn` or `run_shard`):
     and writes it to `job.stats_path` (`shard-000003.tar` → `shard-000003.stats.json`) *after* the
     call returned, i.e. after the output was renamed;
   * it may call `report(rows=k, errors=e)` as rows finish, to drive a progress bar (batched and
-    sent to the driver every ~0.3 s).
+    sent to the driver every ~1 s: each report is a call to a queue actor, which competes with the shards for CPU).
 A job whose stats file exists, reads back as `stats_cls` and records the job's `input_sha256` is
 skipped (its stats are returned in `skipped`), so a re-run after a crash or Ctrl-C redoes only
 unfinished shards; a finished shard made from other input is redone and listed in `stale`.
@@ -170,7 +170,7 @@ class FunctionWorker:
 class _Reporter:
     """Batches report() calls; `sink` receives (shard, rows, errors)."""
 
-    def __init__(self, shard: int, sink: Callable[[int, int, int], None], every_s: float = 0.3):
+    def __init__(self, shard: int, sink: Callable[[int, int, int], None], every_s: float = 1.0):
         self.shard, self.sink, self.every_s = shard, sink, every_s
         self.rows = self.errors = 0
         self.last = time.monotonic()
@@ -437,7 +437,7 @@ def _drive(pool, todo: list[ShardJob], queue, max_retries: int, emit, result: Ru
         submit(job)
     while pool.has_next():
         try:
-            index, outcome = pool.get_next_unordered(timeout=0.3)
+            index, outcome = pool.get_next_unordered(timeout=1.0)
         except TimeoutError:
             drain_queue()
             continue
