@@ -17,7 +17,7 @@ from .shard_progress import finish, run_sharded
 @click.option("--backend", default="pyav", show_default=True, type=click.Choice(["pyav", "decord", "ffmpeg"]),
               help="Decoder: pyav (in-process, fastest), decord (frames; audio via pyav), ffmpeg (subprocesses).")
 @click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Parallel decode tasks (one CPU each). Default: every CPU of the local Ray / the cluster.")
+              help="Parallel decode workers (one CPU each). Default: every CPU of the local Ray / the cluster.")
 @click.option("--address", default=None,
               help="Ray cluster to run on ('auto' or host:port of a `ray start --head`; an unreachable one fails "
                    "within seconds). Default: a private local Ray.")

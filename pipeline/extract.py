@@ -1,4 +1,4 @@
-"""`avtok extract`: manifest → numbered shards → Ray tasks → `extracted/shard-{n:06d}.tar` (+ stats).
+"""`avtok extract`: manifest → numbered shards → a pool of Ray actors → `extracted/shard-{n:06d}.tar` (+ stats).
 
 Layout of the output folder:
   shard-000000.tar, shard-000000.stats.json, ...   one per `shard_size` manifest rows
