@@ -1,18 +1,22 @@
 """Benchmark of `avtok extract` against the decode floor, on clips made here with ffmpeg.
 
-    python bench/extract.py [--reps 3] [--clips 16] [--dir /tmp/avtok-bench] [--skip-workers]
+    python bench/extract.py [--reps 3] [--clips 200] [--dir /tmp/avtok-bench] [--skip-workers] [--skip-backends]
 
 Prints, for four kinds of clip (360p with one keyframe, 360p with a keyframe every 2 s, high-detail
 360p mandelbrot, 1080p): the floor `ffmpeg -threads 1 -i F -f null -` (wall ms, median of --reps),
 then each backend's per-clip cost (decode + mel, one thread, in process) as ms and as a ratio to
 that floor. Then the whole `extract` (Ray, JPEG encoding, tar writing included) with 1 and 2
-workers over --clips 360p clips: Ray start-up reported apart, per-clip cost vs the floor, and the
-2-vs-1-worker speed-up. All ratios come from one run on one machine; a shared machine is noisy.
+workers over --clips 360p clips: Ray start-up and worker warm-up reported apart, per-clip wall and
+CPU time inside the tasks vs the floor, the steady-state 2-vs-1-worker speed-up, and a control
+without Ray in the same run (the same shards through the same worker in a multiprocessing pool,
+each run right after the extract run with as many workers). CPU times hold on a shared machine; wall times and
+speed-ups do not (the load average is printed at the start and the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -61,63 +65,97 @@ def backend_ms(path: Path, backend: str, reps: int) -> tuple[float, float]:
     return measure(lambda: spec01(decode(path, 0.0, backend=backend).audio), reps)
 
 
-def _pool_work(args: tuple[str, int]) -> float:
-    import torch
-
-    torch.set_num_threads(1)
-    path, n = args
-    spec01(decode(path).audio)  # warm-up
-    t = time.perf_counter()
-    for _ in range(n):
-        spec01(decode(path).audio)
-    return time.perf_counter() - t
+_WORKER = None
 
 
-def pool_speedup(path: Path, n: int) -> tuple[float, float]:
-    """Control without Ray: clips/s of 1 and 2 plain processes doing the same decode + mel."""
+def _warm(backend: str) -> None:
+    global _WORKER
+    from avtok.pipeline.extract import ExtractWorker
+
+    _WORKER = ExtractWorker(backend)
+
+
+def _control_shard(job) -> int:
+    return _WORKER.run_shard(job, lambda **_: None).videos
+
+
+def control_rate(vids: Path, out: Path, clips: int, procs: int) -> float:
+    """Control without Ray: the same shards through the same ExtractWorker in a plain multiprocessing
+    pool (warm-up excluded: the pool's initializer builds the worker before the clock starts)."""
     import multiprocessing as mp
 
-    rates = []
-    for procs in (1, 2):
-        with mp.get_context("spawn").Pool(procs) as pool:
-            times = pool.map(_pool_work, [(str(path), n)] * procs)
-        rates.append(n * procs / max(times))
-    return rates[0], rates[1]
+    from avtok.pipeline.extract import plan_shards
+    from avtok.pipeline.manifest import load_inputs
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    jobs = plan_shards(load_inputs(vids), out, max(clips // 20, 1))
+    with mp.get_context("spawn").Pool(procs, initializer=_warm, initargs=("pyav",)) as pool:
+        pool.map(_noop, range(procs), chunksize=1)  # returns once every process has warmed up
+        t = time.perf_counter()
+        done = sum(pool.imap_unordered(_control_shard, jobs, chunksize=1))
+        return done / (time.perf_counter() - t)
 
 
-def read_stats(out: Path) -> list[dict]:
-    import json
+def _noop(_: int) -> None:
+    time.sleep(0.5)  # so that each process of the pool takes one
 
-    return [json.loads(p.read_text()) for p in sorted(out.glob("shard-*.stats.json"))]
+
+def steady_rate(events: list[tuple[float, int]], total: int) -> float:
+    """clips/s between 10 % and 90 % of the clips done: worker start-up and the last shard's tail excluded."""
+    done, marks = 0, []
+    for t, n in events:
+        done += n
+        marks.append((t, done))
+    lo = next(((t, d) for t, d in marks if d >= 0.1 * total), None)
+    hi = next(((t, d) for t, d in marks if d >= 0.9 * total), None)
+    if lo is None or hi is None or hi[0] <= lo[0]:
+        return float("nan")
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+def whole_extract(vids: Path, out: Path, clips: int, workers: int, floor_wall: float, floor_cpu: float) -> float:
+    """Run the whole extract once; print its row; return its steady-state clips/s."""
+    from avtok.pipeline.extract import ExtractShardStats
+
+    shutil.rmtree(out, ignore_errors=True)
+    events: list[tuple[float, int]] = []
+
+    def on_progress(ev) -> None:
+        if ev.rows:
+            events.append((time.perf_counter(), ev.rows))
+
+    t = time.perf_counter()
+    s = run_extract(vids, out, shard_size=max(clips // 20, 1), workers=workers, progress=on_progress)
+    wall = time.perf_counter() - t
+    stats = [ExtractShardStats.from_json(json.loads(p.read_text())) for p in sorted(out.glob("shard-*.stats.json"))]
+    in_task = 1000 * sum(st.seconds for st in stats) / clips
+    cpu = 1000 * sum(st.cpu_seconds for st in stats) / clips
+    rate = steady_rate(events, clips)
+    print(f"{workers:>7d} {wall:7.1f} {s.ray_start_s:8.1f} {s.worker_start_s:8.1f} {in_task:8.0f} "
+          f"{in_task / floor_wall:5.2f}x {cpu:8.0f} {cpu / floor_cpu:5.2f}x {rate:8.2f}", end="", flush=True)
+    return rate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--clips", type=int, default=16, help="360p clips for the whole-extract runs")
+    ap.add_argument("--clips", type=int, default=200, help="360p clips for the whole-extract runs")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed at the end)")
     ap.add_argument("--skip-workers", action="store_true", help="skip the whole-extract runs")
+    ap.add_argument("--skip-backends", action="store_true", help="skip the per-backend table")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     work = Path(args.dir or tempfile.mkdtemp(prefix="avtok-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start")
     try:
-        files = {k: make_clip(work / f"kind{i}.mp4", **kw) for i, (k, kw) in enumerate(KINDS.items())}
-        for f in files.values():  # warm imports, page cache and the mel basis
-            spec01(decode(f).audio)
-            decode(f, backend="decord")
-        print(f"per-clip cost (decode + mel, 1 thread), median of {args.reps}: CPU ms / wall ms, and the CPU ratio "
-              "to the floor `ffmpeg -threads 1 -i F -f null -` (wall ratio in brackets)")
-        print(f"{'clip':16s} {'floor cpu/wall':>15s} " + " ".join(f"{b:>26s}" for b in BACKENDS))
-        for kind, f in files.items():
-            fw, fc = floor_ms(f, args.reps)
-            cells = []
-            for b in BACKENDS:
-                w, c = backend_ms(f, b, args.reps)
-                cells.append(f"{c:5.0f}/{w:5.0f} {c / fc:4.2f}x ({w / fw:4.2f}x)")
-            print(f"{kind:16s} {fc:6.0f} /{fw:6.0f} " + " ".join(f"{c:>26s}" for c in cells))
+        kinds = {"360p 1 keyframe": KINDS["360p 1 keyframe"]} if args.skip_backends else KINDS
+        files = {k: make_clip(work / f"kind{i}.mp4", **kw) for i, (k, kw) in enumerate(kinds.items())}
+        if not args.skip_backends:
+            backend_table(files, args.reps)
         if args.skip_workers:
             return
         vids = work / "videos"
@@ -125,40 +163,41 @@ def main() -> None:
         src = files["360p 1 keyframe"]
         for i in range(args.clips):
             shutil.copy(src, vids / f"v{i:03d}.mp4")
+        spec01(decode(src).audio)  # warm this process (page cache, mel basis)
         fl, fl_cpu = floor_ms(src, args.reps)
-        print(f"\nwhole extract (wall), {args.clips} x 360p (1 keyframe) clips, floor {fl:.0f} ms/clip wall "
-              f"({fl_cpu:.0f} ms CPU)")
-        per_clip, steady = {}, {}
-        for workers in (1, 2):
-            out = work / f"out{workers}"
-            shutil.rmtree(out, ignore_errors=True)
-            events: list[tuple[float, int]] = []
-
-            def on_progress(ev, events=events) -> None:
-                if ev.rows:
-                    events.append((time.perf_counter(), ev.rows))
-
-            t = time.perf_counter()
-            s = run_extract(vids, out, shard_size=max(args.clips // 8, 1), workers=workers, progress=on_progress)
-            wall = time.perf_counter() - t
-            work_s = wall - s.ray_start_s
-            per_clip[workers] = work_s / args.clips
-            in_task = sum(st["seconds"] for st in read_stats(out)) / args.clips
-            # steady state: clips finished after the first report, over the time since it (worker start-up excluded)
-            rows_after = sum(n for _, n in events[1:])
-            steady[workers] = rows_after / (events[-1][0] - events[0][0]) if len(events) > 1 else float("nan")
-            print(f"workers={workers}: wall {wall:5.1f} s = Ray start {s.ray_start_s:4.1f} s + {work_s:5.1f} s "
-                  f"→ {1000 * per_clip[workers]:5.0f} ms/clip ({1000 * per_clip[workers] / fl:4.2f}x floor); "
-                  f"inside tasks {1000 * in_task:4.0f} ms/clip ({1000 * in_task / fl:4.2f}x floor); "
-                  f"steady {steady[workers]:4.2f} clips/s")
-        print(f"speed-up 2 workers vs 1: {per_clip[1] / per_clip[2]:.2f}x end to end (Ray start excluded), "
-              f"{steady[2] / steady[1]:.2f}x steady state")
-        r1, r2 = pool_speedup(src, max(args.clips // 2, 2))
-        print(f"control without Ray (multiprocessing, same decode + mel): 1 process {r1:.2f} clips/s, "
-              f"2 processes {r2:.2f} clips/s → {r2 / r1:.2f}x (what this machine allows right now)")
+        print(f"\nwhole extract, {args.clips} x 360p (1 keyframe) clips; floor {fl:.0f} ms/clip wall, "
+              f"{fl_cpu:.0f} ms CPU. Times inside the tasks per clip (decode, mel, JPEG, tar, stats) vs the floor;")
+        print("Ray start-up and worker warm-up (imports, first use) apart; steady = clips/s between 10 % and 90 % done")
+        print(f"{'workers':>7s} {'wall s':>7s} {'ray s':>8s} {'warm s':>8s} {'task ms':>8s} {'':>6s} "
+              f"{'cpu ms':>8s} {'':>6s} {'steady':>8s} {'control':>8s}")
+        steady, control = {}, {}
+        for w in (1, 2):  # each extract run next to its control, so both see about the same load
+            steady[w] = whole_extract(vids, work / f"out{w}", args.clips, w, fl, fl_cpu)
+            control[w] = control_rate(vids, work / f"control{w}", args.clips, w)
+            print(f" {control[w]:8.2f}")
+        print(f"speed-up 2 workers vs 1 in steady state: {steady[2] / steady[1]:.2f}x; the control without Ray "
+              f"(the same shards through ExtractWorker in a multiprocessing pool): {control[2] / control[1]:.2f}x")
+        print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def backend_table(files: dict[str, Path], reps: int) -> None:
+    """Per-clip decode + mel of every backend on every kind of clip, against the ffmpeg floor."""
+    for f in files.values():  # warm imports, page cache and the mel basis
+        spec01(decode(f).audio)
+        decode(f, backend="decord")
+    print(f"per-clip cost (decode + mel, 1 thread), median of {reps}: CPU ms / wall ms, and the CPU ratio "
+          "to the floor `ffmpeg -threads 1 -i F -f null -` (wall ratio in brackets)")
+    print(f"{'clip':16s} {'floor cpu/wall':>15s} " + " ".join(f"{b:>26s}" for b in BACKENDS))
+    for kind, f in files.items():
+        fw, fc = floor_ms(f, reps)
+        cells = []
+        for b in BACKENDS:
+            w, c = backend_ms(f, b, reps)
+            cells.append(f"{c:5.0f}/{w:5.0f} {c / fc:4.2f}x ({w / fw:4.2f}x)")
+        print(f"{kind:16s} {fc:6.0f} /{fw:6.0f} " + " ".join(f"{c:>26s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import NON_NEG_INT, OUT_DIR, POS_INT
-from .shard_progress import run_sharded
+from .shard_progress import finish, run_sharded
 
 
 @click.command("extract")
@@ -18,27 +18,33 @@ from .shard_progress import run_sharded
 @click.option("--backend", default="pyav", show_default=True, type=click.Choice(["pyav", "decord", "ffmpeg"]),
               help="Decoder: pyav (in-process, fastest), decord (frames; audio via pyav), ffmpeg (subprocesses).")
 @click.option("--workers", default=None, type=POS_INT,
-              help="Parallel decode tasks (one CPU each). Default: every CPU of the local Ray / the cluster.")
+              help="Parallel decode workers (one CPU each). Default: every CPU of the local Ray / the cluster.")
 @click.option("--address", default=None,
-              help="Ray cluster to run on ('auto' or host:port of a `ray start --head`). Default: a private local Ray.")
+              help="Ray cluster to run on ('auto' or host:port of a `ray start --head`; an unreachable one fails "
+                   "within seconds). Default: a private local Ray.")
 @click.option("--keep-audio", is_flag=True, help="Also store the 10 s 22050 Hz mono waveform (audio.flac) per clip.")
 @click.option("--strict", is_flag=True,
               help="Treat clips shorter than 10 s or without audio as errors instead of padding them with a warning.")
 @click.option("--max-retries", default=2, show_default=True, type=NON_NEG_INT,
               help="Ray retries of a shard whose worker crashed or raised.")
 @click.option("--no-ray", is_flag=True, help="Run the shards one by one in this process (debugging; same code).")
-def extract(videos, out, shard_size, backend, workers, address, keep_audio, strict, max_retries, no_ray) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Write into an --out that holds other files, or replace an extraction made from another "
+                   "manifest or with other options (its shards are deleted first).")
+def extract(videos, out, shard_size, backend, workers, address, keep_audio, strict, max_retries, no_ray,
+            overwrite) -> None:
     """Decode every video into 10 frames (256x256, frame i shown at start+i+0.5 s) and a SpecVQGAN
     spec01 mel (80x848), written as numbered WebDataset tars in --out.
 
     Re-running the same command finishes an interrupted job: finished shards (those with a
     .stats.json) are skipped, unfinished ones are redone; nothing is duplicated. Videos that cannot
-    be decoded are listed in errors.parquet; the command still exits 0.
+    be decoded are listed in errors.parquet; the command still exits 0. Exit code 3: some shards
+    failed after their retries (re-run to retry them). One run per --out at a time.
     """
     from avtok.pipeline.extract import run_extract
     summary = run_sharded(
-        "extract", lambda s: (s["rows"], s["errors"]),
+        "extract", lambda s: (s.videos, s.errors),
         lambda progress, on_plan: run_extract(videos, out, shard_size=shard_size, backend=backend, workers=workers,
                           address=address, keep_audio=keep_audio, strict=strict, max_retries=max_retries,
-                          progress=progress, in_process=no_ray, on_plan=on_plan))
-    click.echo(summary.line())
+                          progress=progress, in_process=no_ray, on_plan=on_plan, overwrite=overwrite))
+    finish(summary)

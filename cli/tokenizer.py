@@ -24,15 +24,22 @@ def tokenizer() -> None:
 @click.option("--iters", default=8, show_default=True, type=NON_NEG_INT, help="Lloyd iterations.")
 @click.option("--max-points", default=16384, show_default=True, type=POS_INT,
               help="Patches per modality the k-means runs on (a random sample).")
-@click.option("--seed", default=0, show_default=True, type=SEED)
-def fit_kmeans(extracted, out, k, clips, iters, max_points, seed) -> None:
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the clip sample and the k-means.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def fit_kmeans(extracted, out, k, clips, iters, max_points, seed, overwrite) -> None:
     """Fit 16x16-patch k-means codebooks for frames and mels (k-means++ then Lloyd steps) on a
     sample of extracted clips; tokenize with --image-tokenizer/--audio-tokenizer FILE."""
+    from pathlib import Path
+
     from avtok.pipeline.fit_kmeans import fit_kmeans_from_extracted
 
+    if Path(out).exists() and not overwrite:
+        raise click.ClickException(f"--out {out}: exists; pass --overwrite to replace it")
     try:
         summary = fit_kmeans_from_extracted(extracted, out, k=k, clips=clips, seed=seed, iters=iters,
                                             max_points=max_points)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
     click.echo(summary.line())

@@ -99,7 +99,7 @@ def write_token_shard(path: str | os.PathLike, meta: dict[str, Any], video_ids: 
             raise ValueError(f"{name} tokens outside [0, {size}): min {arr.min()}, max {arr.max()}")
     table = pa.Table.from_arrays(
         [pa.array(video_ids, pa.string()), pa.array(labels, pa.string()), pa.array(splits, pa.string()),
-         _fixed_list(image_tokens.reshape(n, -1), N_FRAMES * IMAGE_TOKENS),
+         _fixed_list(image_tokens.reshape(n, N_FRAMES * IMAGE_TOKENS), N_FRAMES * IMAGE_TOKENS),
          _fixed_list(audio_tokens, AUDIO_TOKENS)],
         schema=schema(meta),
     )

@@ -1,9 +1,12 @@
 """The extracted-shard format (output of `avtok extract`, input of `avtok tokenize`): writer and reader.
 
-One WebDataset tar per manifest shard, `shard-{n:06d}.tar`. Per sample (key = sanitised video_id):
-`frame{i}.jpg` (i = 0..9, RGB 256×256, quality 95), `mel.npy` (float16 spec01, 80×848), `json`
+One WebDataset tar per manifest shard, `shard-{n:06d}.tar` (PAX headers, so names of any length).
+Per sample (key = sanitised video_id, unique within the extraction; the original video_id is in
+the json): `frame{i}.jpg` (i = 0..9, RGB 256×256, quality 95), `mel.npy` (float16 spec01, 80×848), `json`
 (metadata and warnings) and, with --keep-audio, `audio.flac` (22050 Hz mono, 10 s).
-Tar members carry a fixed mtime so a re-run writes byte-identical files.
+Tar members carry a fixed mtime/uid/gid/uname so a re-run writes byte-identical files.
+Every consumer (tokenize, fit-kmeans, the demo, eval's reference audio) reads through
+`iter_raw_samples` / `read_extracted_shard` here. Format: docs/formats.md.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from avtok.model.files import temp_path_for
 from avtok.model.geometry import FRAME_SIZE, JPEG_QUALITY, MEL_PARAMS, MEL_SHAPE, N_FRAMES
 
-FIXED_MTIME = 946684800.0  # 2000-01-01, any constant works
+FIXED_MTIME = 946684800  # 2000-01-01, any constant works (an int: a float adds a PAX record per member)
 
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -85,37 +88,39 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def sample_members(sample: ExtractedSample) -> list[tuple[str, bytes]]:
-    """The tar members (name, bytes) of one sample, in a fixed order."""
+    """The members (extension, bytes) of one sample; the tar name of each is `{key}.{extension}`."""
     if sample.frames.shape != (N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3) or sample.frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 {(N_FRAMES, FRAME_SIZE, FRAME_SIZE, 3)}, got "
                          f"{sample.frames.dtype} {sample.frames.shape}")
     if sample.mel.shape != MEL_SHAPE:
         raise ValueError(f"mel must be {MEL_SHAPE}, got {sample.mel.shape}")
-    key = sample.key
-    members = [(f"{key}.frame{i}.jpg", _encode_jpeg(sample.frames[i])) for i in range(N_FRAMES)]
-    members.append((f"{key}.mel.npy", _npy_bytes(sample.mel.astype(np.float16))))
-    members.append((f"{key}.json", json.dumps(sample.meta, sort_keys=True).encode()))
+    members = [(f"frame{i}.jpg", _encode_jpeg(sample.frames[i])) for i in range(N_FRAMES)]
+    members.append(("mel.npy", _npy_bytes(sample.mel.astype(np.float16))))
+    members.append(("json", json.dumps(sample.meta, sort_keys=True).encode()))
     if sample.audio is not None:
-        members.append((f"{key}.audio.flac", _encode_flac(sample.audio, MEL_PARAMS["sample_rate"])))
+        members.append(("audio.flac", _encode_flac(sample.audio, MEL_PARAMS["sample_rate"])))
     return members
 
 
 def write_extracted_shard(path: str | os.PathLike, samples: Iterable[ExtractedSample]) -> int:
-    """Write samples to `path` atomically (temp name, then rename); returns the sample count."""
+    """Write samples to `path` atomically (temp name, then rename); returns the sample count.
+
+    webdataset's TarWriter with PAX headers (member names of any length and any unicode) and fixed
+    mtime/uid/gid/uname/mode, so the same samples always give the same bytes.
+    """
+    from webdataset import TarWriter
+
     path = Path(path)
     tmp = temp_path_for(path)
     count = 0
     try:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in samples:
-                for name, data in sample_members(sample):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    info.mtime = FIXED_MTIME
-                    info.mode = 0o444
-                    info.uname = info.gname = "avtok"
-                    tar.addfile(info, io.BytesIO(data))
-                count += 1
+        with open(tmp, "wb") as f:
+            writer = TarWriter(f, user="avtok", group="avtok", mode=0o444, encoder=False, mtime=FIXED_MTIME)
+            writer.tarstream.format = tarfile.PAX_FORMAT  # TarWriter does not pass its format= on
+            with writer:
+                for sample in samples:
+                    writer.write({"__key__": sample.key, **dict(sample_members(sample))})
+                    count += 1
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -123,21 +128,16 @@ def write_extracted_shard(path: str | os.PathLike, samples: Iterable[ExtractedSa
 
 
 def iter_raw_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample of one extracted shard, in stored order, nothing decoded."""
-    current: dict[str, bytes] = {}
-    current_key: str | None = None
-    with tarfile.open(path, "r") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, _, ext = info.name.partition(".")
-            if key != current_key:
-                if current_key is not None:
-                    yield current_key, current
-                current, current_key = {}, key
-            current[ext] = tar.extractfile(info).read()
-    if current_key is not None:
-        yield current_key, current
+    """(key, {extension: bytes}) per sample of one extracted shard, in stored order, nothing decoded.
+
+    webdataset's tar reader: members are grouped by the key before the first dot of their name.
+    """
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    with open(path, "rb") as f:
+        for sample in group_by_keys(tar_file_expander([{"url": str(path), "stream": f}])):
+            key = sample.pop("__key__")
+            yield key, {ext: data for ext, data in sample.items() if not ext.startswith("__")}
 
 
 def decode_sample(key: str, members: dict[str, bytes], decode_frames: bool = True) -> ExtractedSample:
@@ -166,3 +166,17 @@ def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) ->
     """Yield the samples of one extracted shard in stored order."""
     for key, members in iter_raw_samples(path):
         yield decode_sample(key, members, decode_frames)
+
+
+def read_clip_audio(extracted: str | os.PathLike, video_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """video_id → the clip's 22050 Hz waveform (audio.flac, written with --keep-audio) for the ids asked."""
+    want = set(video_ids)
+    found: dict[str, np.ndarray] = {}
+    for tar_path in sorted(Path(extracted).glob("shard-*.tar")):
+        for key, members in iter_raw_samples(tar_path):
+            if "json" not in members or "audio.flac" not in members:
+                continue
+            vid = json.loads(members["json"]).get("video_id", key)
+            if vid in want:
+                found[vid] = _decode_flac(members["audio.flac"])
+    return found

@@ -1,43 +1,46 @@
-"""Generic shard runner: numbered input shards → one output file each, on Ray (local or a cluster).
+"""Generic shard runner: numbered input shards → one output file each, on a pool of Ray actors.
 
-Used by `avtok extract` (stateless tasks, one CPU each) and `avtok tokenize` (actors holding a model).
+Used by `avtok extract` (one CPU per worker, a plain function per shard) and `avtok tokenize`
+(workers holding a model). The fan-out is Ray's `ActorPool`; this module adds what Ray does not
+know about: the stats-file resume, re-running a shard whose input changed, retries of shards that
+raised, and progress reports from inside the shards.
 
 API
 ---
-    from avtok.pipeline.runner import ShardJob, run_shards, stats_path_for
+    from avtok.pipeline.runner import ShardJob, ShardStats, run_shards
+
+    @dataclass
+    class MyStats(ShardStats):   # one meaning per field; the runner fills shard/output/seconds/input_sha256
+        clips: int = 0
 
     jobs = [ShardJob(index=n, payload=rows_n, output=out / f"tokens-{n:06d}.parquet") for n, rows_n in ...]
 
-    # (a) stateless: a module-level function, called as fn(job, report, **fn_kwargs) -> dict
-    result = run_shards(jobs, fn=process_shard, fn_kwargs={"backend": "pyav"}, workers=2)
+    # (a) a module-level function, called as fn(job, report, **fn_kwargs) -> MyStats
+    result = run_shards(jobs, MyStats, fn=process_shard, fn_kwargs={"backend": "pyav"}, workers=2)
 
-    # (b) stateful: a class; each worker builds one instance cls(*actor_args, **actor_kwargs)
-    #     and the runner calls instance.run_shard(job, report) -> dict for every shard it gets.
-    result = run_shards(jobs, actor_cls=TokenizeWorker, actor_args=(cfg,), workers=1, num_gpus=1)
+    # (b) a class; each worker builds one instance cls(*actor_args, **actor_kwargs) and the runner
+    #     calls instance.run_shard(job, report) -> MyStats for every shard it gets.
+    result = run_shards(jobs, MyStats, actor_cls=TokenizeWorker, actor_args=(cfg,), workers=1, num_gpus=1)
 
 Contract of the per-shard call (`fn` or `run_shard`):
-  * it writes `job.output` itself, under a temporary name then `os.replace` (see `pipeline.index`);
-  * it catches per-row errors and records them in what it returns; an exception it raises means
-    "this shard failed" (Ray retries it up to `max_retries` times, then it is reported in
-    `RunResult.failed`, never silently dropped);
-  * it returns a JSON-able stats dict; the runner adds `shard`, `output`, `seconds` and writes it
-    to `job.stats_path` (default `stats_path_for(job.output)`: `shard-000003.tar` →
-    `shard-000003.stats.json`) *after* the call returned, i.e. after the output was renamed;
-  * it may call `report(rows=k, errors=e)` as rows finish, to drive a progress bar (cheap;
-    batched and sent to the driver every ~0.3 s).
-A job whose stats file already exists is skipped (its stats are read back and returned), so a
-re-run after a crash or Ctrl-C redoes only unfinished shards.
+  * it writes `job.output` itself, under a temporary name then `os.replace`;
+  * it catches per-row errors and records them in its stats; an exception it raises means "this
+    shard failed": the runner retries it up to `max_retries` times (a worker process that dies is
+    restarted by Ray and its shard retried the same way), then reports it in `RunResult.failed`;
+  * it returns its stats dataclass; the runner sets `shard`, `output`, `seconds`, `input_sha256`
+    and writes it to `job.stats_path` (`shard-000003.tar` → `shard-000003.stats.json`) *after* the
+    call returned, i.e. after the output was renamed;
+  * it may call `report(rows=k, errors=e)` as rows finish, to drive a progress bar (batched and
+    sent to the driver every ~1 s: each report is a call to a queue actor, which competes with the shards for CPU).
+A job whose stats file exists, reads back as `stats_cls` and records the job's `input_sha256` is
+skipped (its stats are returned in `skipped`), so a re-run after a crash or Ctrl-C redoes only
+unfinished shards; a finished shard made from other input is redone and listed in `stale`.
 
-`run_shards(...)` arguments:
-  workers      parallel tasks/actors (default: all CPUs of a local Ray, 1 actor for actor mode);
-  address      None → start a private local Ray (`ray.init(address="local")`, never attaches to a
-               `ray start` cluster by accident); "auto" or "host:port" → connect to that cluster;
-  num_cpus / num_gpus   resources per task or actor (defaults 1 / 0);
-  max_retries  Ray retries per shard (worker crash or raised exception);
-  progress     callback(ProgressEvent) in the driver: per-row increments and shard completions;
-  in_process   run everything in this process without Ray (debugging, tiny jobs; same code path
-               for the shard function, stats and skipping).
-Returns `RunResult(done=[stats...], skipped=[stats...], failed=[(index, message)...], ray_start_s)`.
+`run_shards(...)` options: `workers` (parallel actors; default as many as the CPUs of the local Ray
+or the cluster allow at `num_cpus` each, never more than the shards to run), `address` (None → a private local Ray that never attaches to a `ray
+start` cluster by accident; "auto" or "host:port" → that cluster, which must answer within a few
+seconds), `num_cpus`/`num_gpus` per worker, `max_retries`, `progress` (callback(ProgressEvent) in
+the driver), `in_process` (no Ray: the same code path in this process, for debugging and tiny jobs).
 
 On a cluster every node needs avtok installed (the same version) and the paths in the jobs must
 be visible from every node (shared filesystem).
@@ -47,10 +50,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +63,11 @@ from avtok.model.files import read_json, write_json
 log = logging.getLogger(__name__)
 
 ReportFn = Callable[..., None]
+CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails after this, not after Ray's minutes of retries
+
+
+class RunnerError(ValueError):
+    """A run that cannot start (e.g. an unreachable cluster); the message says what to check."""
 
 
 def stats_path_for(output: str | os.PathLike) -> Path:
@@ -69,16 +78,42 @@ def stats_path_for(output: str | os.PathLike) -> Path:
 
 @dataclass
 class ShardJob:
-    """One unit of work: input `payload` (pickled to the worker) → file `output`."""
+    """One unit of work: input `payload` (pickled to the worker) → file `output`.
+
+    `input_sha256` names the input the output is made from (tokenize: the extracted shard's sha256);
+    a finished output recorded with another one is stale and redone. Empty when not tracked."""
 
     index: int
     payload: Any
     output: Path
     stats_path: Path | None = None
+    input_sha256: str = ""
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         self.stats_path = Path(self.stats_path) if self.stats_path else stats_path_for(self.output)
+
+
+@dataclass
+class ShardStats:
+    """What the runner records for every finished shard; each command subclasses it with its counts
+    (all fields with defaults). Written as `*.stats.json`."""
+
+    shard: int = -1  # the job's index
+    output: str = ""  # the output file's name
+    seconds: float = 0.0  # wall time of the shard call
+    input_sha256: str = ""  # the job's input_sha256 when it ran
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ShardStats | None:
+        """The stats read back, or None when `data` lacks a field (written by another version)."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(data, dict) or any(n not in data for n in names):
+            return None
+        return cls(**{n: data[n] for n in names})
 
 
 @dataclass
@@ -89,36 +124,53 @@ class ProgressEvent:
     shard: int
     rows: int = 0
     errors: int = 0
-    shard_done: dict | None = None
+    shard_done: ShardStats | None = None
     skipped: bool = False
     failed: str | None = None
 
 
 @dataclass
 class RunResult:
-    done: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
+    done: list[ShardStats] = field(default_factory=list)
+    skipped: list[ShardStats] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
-    ray_start_s: float = 0.0
+    stale: list[int] = field(default_factory=list)  # finished before from other input; redone now
+    ray_start_s: float = 0.0  # starting (or connecting to) Ray
+    worker_start_s: float = 0.0  # the slowest worker's construction (imports, model loading)
     seconds: float = 0.0
 
     @property
-    def all_stats(self) -> list[dict]:
+    def all_stats(self) -> list[ShardStats]:
         """Stats of every finished shard (run now or earlier), ordered by shard index."""
-        return sorted(self.done + self.skipped, key=lambda s: s["shard"])
+        return sorted(self.done + self.skipped, key=lambda s: s.shard)
 
 
-def _finish(job: ShardJob, stats: dict, seconds: float) -> dict:
-    stats = dict(stats)
-    stats.update(shard=job.index, output=job.output.name, seconds=round(seconds, 3))
-    write_json(job.stats_path, stats)
-    return stats
+@dataclass
+class WorkerSpec:
+    """How to build one worker: `cls(*args, **kwargs)` with a `run_shard(job, report)` method."""
+
+    cls: type
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self) -> Any:
+        return self.cls(*self.args, **self.kwargs)
+
+
+class FunctionWorker:
+    """Worker for a plain shard function: `fn(job, report, **kwargs)`."""
+
+    def __init__(self, fn: Callable[..., ShardStats], kwargs: dict | None = None):
+        self.fn, self.kwargs = fn, kwargs or {}
+
+    def run_shard(self, job: ShardJob, report: ReportFn) -> ShardStats:
+        return self.fn(job, report, **self.kwargs)
 
 
 class _Reporter:
     """Batches report() calls; `sink` receives (shard, rows, errors)."""
 
-    def __init__(self, shard: int, sink: Callable[[int, int, int], None], every_s: float = 0.3):
+    def __init__(self, shard: int, sink: Callable[[int, int, int], None], every_s: float = 1.0):
         self.shard, self.sink, self.every_s = shard, sink, every_s
         self.rows = self.errors = 0
         self.last = time.monotonic()
@@ -136,18 +188,127 @@ class _Reporter:
         self.last = time.monotonic()
 
 
-def _call_shard(call: Callable[[ShardJob, ReportFn], dict], job: ShardJob, sink) -> tuple[dict, int, int]:
-    """Run one shard; returns (stats, rows not yet reported, errors not yet reported)."""
+def _call_shard(worker: Any, job: ShardJob, sink) -> tuple[ShardStats, int, int]:
+    """Run one shard and write its stats file; returns (stats, rows not yet reported, errors not yet reported)."""
     reporter = _Reporter(job.index, sink)
     t0 = time.perf_counter()
-    stats = call(job, reporter)
-    if not isinstance(stats, dict):
-        raise TypeError(f"shard function must return a dict of stats, got {type(stats).__name__}")
-    out = _finish(job, stats, time.perf_counter() - t0)
-    return out, reporter.rows, reporter.errors
+    stats = worker.run_shard(job, reporter)
+    if not isinstance(stats, ShardStats):
+        raise TypeError(f"a shard must return ShardStats, got {type(stats).__name__}")
+    stats.shard, stats.output = job.index, job.output.name
+    stats.seconds, stats.input_sha256 = round(time.perf_counter() - t0, 3), job.input_sha256
+    write_json(job.stats_path, stats.to_json())
+    return stats, reporter.rows, reporter.errors
+
+
+def _finished(job: ShardJob, stats_cls: type[ShardStats]) -> tuple[ShardStats | None, bool]:
+    """(stats, stale): stats of a finished, current job; stale when it was made from other input."""
+    if not (job.stats_path.exists() and job.output.exists()):
+        return None, False
+    try:
+        stats = stats_cls.from_json(read_json(job.stats_path))
+    except (OSError, ValueError):
+        return None, False
+    if stats is None:
+        return None, False
+    if stats.input_sha256 != job.input_sha256:
+        return None, True
+    return stats, False
+
+
+def run_shards(jobs: Sequence[ShardJob], stats_cls: type[ShardStats] = ShardStats,
+               fn: Callable[..., ShardStats] | None = None, *, fn_kwargs: dict | None = None,
+               actor_cls: type | None = None, actor_args: tuple = (), actor_kwargs: dict | None = None,
+               workers: int | None = None, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
+               max_retries: int = 2, progress: Callable[[ProgressEvent], None] | None = None,
+               in_process: bool = False, shutdown: bool = True) -> RunResult:
+    """Run every job not finished yet with `fn` or `actor_cls`; see the module docstring."""
+    if (fn is None) == (actor_cls is None):
+        raise ValueError("give exactly one of fn= or actor_cls=")
+    spec = (WorkerSpec(FunctionWorker, (fn, fn_kwargs or {})) if fn is not None
+            else WorkerSpec(actor_cls, tuple(actor_args), dict(actor_kwargs or {})))
+    emit = progress or (lambda ev: None)
+    result = RunResult()
+    t_start = time.perf_counter()
+    todo: list[ShardJob] = []
+    for job in sorted(jobs, key=lambda j: j.index):
+        stats, stale = _finished(job, stats_cls)
+        if stats is not None:
+            result.skipped.append(stats)
+            emit(ProgressEvent(job.index, shard_done=stats, skipped=True))
+        else:
+            todo.append(job)
+            if stale:
+                result.stale.append(job.index)
+    if todo and in_process:
+        _run_in_process(todo, spec, emit, result)
+    elif todo:
+        pool = RayOptions(workers=workers, address=address, num_cpus=num_cpus, num_gpus=num_gpus,
+                          max_retries=max_retries, shutdown=shutdown)
+        _run_ray(todo, spec, pool, emit, result)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _record(result: RunResult, emit, job: ShardJob, outcome: tuple[ShardStats, int, int] | str) -> None:
+    """Book one finished shard: its stats (and the rows it had not reported yet) or its failure message."""
+    if isinstance(outcome, str):
+        result.failed.append((job.index, outcome))
+        emit(ProgressEvent(job.index, failed=outcome))
+        return
+    stats, rows, errors = outcome
+    result.done.append(stats)
+    emit(ProgressEvent(job.index, rows=rows, errors=errors, shard_done=stats))
+
+
+def _run_in_process(todo: list[ShardJob], spec: WorkerSpec, emit, result: RunResult) -> None:
+    t0 = time.perf_counter()
+    worker = spec.build()
+    result.worker_start_s = time.perf_counter() - t0
+
+    def sink(shard, rows, errors):
+        emit(ProgressEvent(shard, rows=rows, errors=errors))
+
+    for job in todo:
+        try:
+            outcome: tuple[ShardStats, int, int] | str = _call_shard(worker, job, sink)
+        except Exception as exc:  # reported like a Ray shard that exhausted its retries
+            outcome = f"{type(exc).__name__}: {exc}"
+            log.debug("shard %d failed:\n%s", job.index, traceback.format_exc())
+        _record(result, emit, job, outcome)
 
 
 # --- Ray side -------------------------------------------------------------------------------
+
+
+@dataclass
+class RayOptions:
+    workers: int | None = None
+    address: str | None = None
+    num_cpus: float = 1
+    num_gpus: float = 0
+    max_retries: int = 2
+    shutdown: bool = True
+
+
+class RayWorker:
+    """The Ray actor: builds one worker, runs shards on it, and never lets a Python exception out
+    (it comes back as the shard's failure message, so the driver knows which shard to retry); a
+    process that dies is restarted by Ray, which then retries the shard it was running."""
+
+    def __init__(self, spec: WorkerSpec):
+        t0 = time.perf_counter()
+        self.worker = spec.build()
+        self.start_s = time.perf_counter() - t0
+
+    def started(self) -> float:
+        return self.start_s
+
+    def run(self, job: ShardJob, queue) -> tuple[int, tuple[ShardStats, int, int] | str]:
+        try:
+            return job.index, _call_shard(self.worker, job, _queue_sink(queue))
+        except Exception as exc:
+            return job.index, f"{type(exc).__name__}: {exc}"
 
 
 def _queue_sink(queue):
@@ -158,18 +319,6 @@ def _queue_sink(queue):
             pass
 
     return sink
-
-
-def _remote_task(fn, fn_kwargs, job, queue):
-    return _call_shard(lambda j, r: fn(j, r, **fn_kwargs), job, _queue_sink(queue))
-
-
-class _ActorWrapper:
-    def __init__(self, cls, args, kwargs):
-        self.inner = cls(*args, **kwargs)
-
-    def run(self, job, queue):
-        return _call_shard(self.inner.run_shard, job, _queue_sink(queue))
 
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
@@ -183,6 +332,19 @@ def _shm_free_bytes() -> int:
     return st.f_bavail * st.f_frsize
 
 
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RunnerError unless `host:port` accepts a TCP connection within `timeout_s`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RunnerError(f"--address {address!r} is not host:port (or 'auto')")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RunnerError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
+                          "check that `ray start --head` runs there and the port is open") from None
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
     """Start (or connect to) Ray quietly; returns the seconds it took. No-op if already initialised."""
     import ray
@@ -191,7 +353,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
         return 0.0
     t0 = time.perf_counter()
     # Workers' stdout/stderr stay in Ray's session logs: decoders chatter, and the driver shows a
-    # progress bar. Shard exceptions still reach the driver through ray.get.
+    # progress bar. Shard exceptions still reach the driver as failure messages.
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
                                   log_to_driver=False, configure_logging=True)
     if address in (None, "", "local"):
@@ -204,152 +366,102 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> float:
             os.environ.setdefault("RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE", "1")
         kwargs.update(address="local", num_cpus=num_cpus, object_store_memory=store)
     else:
+        if address != "auto":
+            check_reachable(address)
         kwargs.pop("include_dashboard")  # only meaningful when starting a cluster
         kwargs["address"] = address
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise RunnerError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
     return time.perf_counter() - t0
 
 
 def _format_error(exc: BaseException) -> str:
-    # RayTaskError wraps the remote traceback; keep the last lines, which name the real cause.
+    # Ray's errors wrap the remote traceback; keep the last lines, which name the real cause.
     text = str(exc) or type(exc).__name__
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return " | ".join(lines[-3:]) if lines else type(exc).__name__
 
 
-def run_shards(
-    jobs: Sequence[ShardJob],
-    fn: Callable[..., dict] | None = None,
-    *,
-    fn_kwargs: dict | None = None,
-    actor_cls: type | None = None,
-    actor_args: tuple = (),
-    actor_kwargs: dict | None = None,
-    workers: int | None = None,
-    address: str | None = None,
-    num_cpus: float = 1,
-    num_gpus: float = 0,
-    max_retries: int = 2,
-    progress: Callable[[ProgressEvent], None] | None = None,
-    in_process: bool = False,
-    shutdown: bool = True,
-) -> RunResult:
-    """Run every job not finished yet (no stats file) with `fn` or `actor_cls`; see module docstring."""
-    if (fn is None) == (actor_cls is None):
-        raise ValueError("give exactly one of fn= or actor_cls=")
-    fn_kwargs = fn_kwargs or {}
-    actor_kwargs = actor_kwargs or {}
-    emit = progress or (lambda ev: None)
-    result = RunResult()
-    t_start = time.perf_counter()
-
-    todo: list[ShardJob] = []
-    for job in sorted(jobs, key=lambda j: j.index):
-        if job.stats_path.exists() and job.output.exists():
-            stats = read_json(job.stats_path)
-            result.skipped.append(stats)
-            emit(ProgressEvent(job.index, shard_done=stats, skipped=True))
-        else:
-            todo.append(job)
-    if not todo:
-        result.seconds = time.perf_counter() - t_start
-        return result
-
-    if in_process:
-        _run_in_process(todo, fn, fn_kwargs, actor_cls, actor_args, actor_kwargs, emit, result)
-    else:
-        _run_ray(todo, fn, fn_kwargs, actor_cls, actor_args, actor_kwargs, workers, address,
-                 num_cpus, num_gpus, max_retries, emit, result, shutdown)
-    result.seconds = time.perf_counter() - t_start
-    return result
-
-
-def _run_in_process(todo, fn, fn_kwargs, actor_cls, actor_args, actor_kwargs, emit, result) -> None:
-    if actor_cls is not None:
-        inner = actor_cls(*actor_args, **actor_kwargs)
-        call = inner.run_shard
-    else:
-        def call(j, r):
-            return fn(j, r, **fn_kwargs)
-
-    def sink(shard, rows, errors):
-        emit(ProgressEvent(shard, rows=rows, errors=errors))
-
-    for job in todo:
-        try:
-            stats, rows, errors = _call_shard(call, job, sink)
-        except Exception as exc:  # reported like a Ray shard that exhausted its retries
-            msg = f"{type(exc).__name__}: {exc}"
-            log.debug("shard %d failed:\n%s", job.index, traceback.format_exc())
-            result.failed.append((job.index, msg))
-            emit(ProgressEvent(job.index, failed=msg))
-            continue
-        result.done.append(stats)
-        emit(ProgressEvent(job.index, rows=rows, errors=errors, shard_done=stats))
-
-
-def _run_ray(todo, fn, fn_kwargs, actor_cls, actor_args, actor_kwargs, workers, address,
-             num_cpus, num_gpus, max_retries, emit, result, shutdown) -> None:
+def _run_ray(todo: list[ShardJob], spec: WorkerSpec, opts: RayOptions, emit, result: RunResult) -> None:
     import ray
+    from ray.util import ActorPool
     from ray.util.queue import Queue
 
-    local = address in (None, "", "local")
+    local = opts.address in (None, "", "local")
     started_here = not ray.is_initialized()
     # A local Ray gets exactly the CPUs asked for, so `workers` is also the parallelism limit.
-    local_cpus = None
-    if local and workers:
-        local_cpus = max(int(workers * max(num_cpus, 1)), 1)
-    result.ray_start_s = init_ray(address, local_cpus)
+    local_cpus = max(int(opts.workers * max(opts.num_cpus, 1)), 1) if local and opts.workers else None
+    result.ray_start_s = init_ray(opts.address, local_cpus)
     try:
+        workers = opts.workers or max(int(ray.cluster_resources().get("CPU", 1) // max(opts.num_cpus, 1)), 1)
         queue = Queue(actor_options={"num_cpus": 0})
-        if workers is None:
-            workers = 1 if actor_cls is not None else max(int(ray.cluster_resources().get("CPU", 1) // max(num_cpus, 1)), 1)
-        pending: dict[Any, tuple[ShardJob, Any]] = {}  # ref -> (job, actor or None)
-        queue_jobs = list(todo)
-
-        if actor_cls is not None:
-            remote_cls = ray.remote(_ActorWrapper).options(
-                num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_retries, max_task_retries=max_retries)
-            idle = [remote_cls.remote(actor_cls, actor_args, actor_kwargs) for _ in range(workers)]
-
-            def submit(job, actor):
-                return actor.run.remote(job, queue)
-        else:
-            remote_fn = ray.remote(_remote_task).options(
-                num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=True)
-            idle = [None] * workers
-            fn_ref = ray.put(fn_kwargs)
-
-            def submit(job, actor):
-                return remote_fn.remote(fn, fn_ref, job, queue)
-
-        def drain_queue() -> None:
-            try:
-                items = queue.get_nowait_batch(queue.qsize())
-            except Exception:
-                return
-            for shard, rows, errors in items:
-                emit(ProgressEvent(shard, rows=rows, errors=errors))
-
-        while queue_jobs or pending:
-            while queue_jobs and idle:
-                job, actor = queue_jobs.pop(0), idle.pop()
-                pending[submit(job, actor)] = (job, actor)
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.3)
-            drain_queue()
-            for ref in ready:
-                job, actor = pending.pop(ref)
-                idle.append(actor)
-                try:
-                    stats, rows, errors = ray.get(ref)
-                except Exception as exc:  # retries exhausted (crash or raised exception)
-                    msg = _format_error(exc)
-                    result.failed.append((job.index, msg))
-                    emit(ProgressEvent(job.index, failed=msg))
-                    continue
-                result.done.append(stats)
-                emit(ProgressEvent(job.index, rows=rows, errors=errors, shard_done=stats))
-        drain_queue()
+        actor = ray.remote(RayWorker).options(
+            num_cpus=opts.num_cpus, num_gpus=opts.num_gpus,
+            max_restarts=len(todo) * (opts.max_retries + 1), max_task_retries=opts.max_retries)
+        actors = [actor.remote(spec) for _ in range(min(workers, len(todo)))]
+        _drive(ActorPool(actors), todo, queue, opts.max_retries, emit, result)
+        try:
+            result.worker_start_s = max(ray.get([a.started.remote() for a in actors], timeout=30))
+        except Exception:  # a worker that died for good has no start time; this figure is informative
+            pass
     finally:
-        if shutdown and started_here:
+        if opts.shutdown and started_here:
             ray.shutdown()
+
+
+def _drive(pool, todo: list[ShardJob], queue, max_retries: int, emit, result: RunResult) -> None:
+    """Feed every job through the actor pool; retry a shard that raised up to max_retries times."""
+    by_index = {job.index: job for job in todo}
+    refs: dict[int, Any] = {}  # job index -> its latest call, to name a shard whose worker kept dying
+    tries = dict.fromkeys(by_index, 0)
+
+    def call(actor, job: ShardJob):
+        refs[job.index] = actor.run.remote(job, queue)
+        return refs[job.index]
+
+    def submit(job: ShardJob) -> None:
+        tries[job.index] += 1
+        pool.submit(call, job)
+
+    def drain_queue() -> None:
+        try:
+            items = queue.get_nowait_batch(queue.qsize())
+        except Exception:
+            return
+        for shard, rows, errors in items:
+            emit(ProgressEvent(shard, rows=rows, errors=errors))
+
+    for job in todo:
+        submit(job)
+    while pool.has_next():
+        try:
+            index, outcome = pool.get_next_unordered(timeout=1.0)
+        except TimeoutError:
+            drain_queue()
+            continue
+        except Exception:  # the worker of some shard died more often than Ray retries: find which
+            index, outcome = _dead_call(refs)
+            tries[index] = max_retries + 1  # Ray already retried it max_retries times
+        drain_queue()
+        refs.pop(index, None)
+        if isinstance(outcome, str) and tries[index] <= max_retries:
+            log.info("shard %d failed (try %d), retrying: %s", index, tries[index], outcome)
+            submit(by_index[index])
+            continue
+        _record(result, emit, by_index[index], outcome)
+    drain_queue()
+
+
+def _dead_call(refs: dict[int, Any]) -> tuple[int, str]:
+    """(job index, message) of a finished call that raised (its worker died too often)."""
+    import ray
+
+    for index, ref in sorted(refs.items()):
+        if ray.wait([ref], timeout=0)[0]:
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                return index, _format_error(exc)
+    raise RuntimeError("a shard call failed, but none of the calls in flight did")

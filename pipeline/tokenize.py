@@ -1,4 +1,4 @@
-"""`avtok tokenize`: extracted shards → one Parquet token shard each (DESIGN §3), on Ray actors.
+"""`avtok tokenize`: extracted shards → one Parquet token shard each , on Ray actors (format: docs/formats.md).
 
 Layout of the output folder:
   tokens-000000.parquet, tokens-000000.stats.json, ...  one per `extracted/shard-NNNNNN.tar`
@@ -30,7 +30,8 @@ from avtok.model.geometry import MEL_PARAMS, N_FRAMES
 from avtok.model.token_shards import IMAGE_TOKENS, make_meta, shard_name, write_token_index, write_token_shard
 
 from .extracted import decode_sample, iter_raw_samples
-from .runner import ProgressEvent, RunResult, ShardJob, run_shards
+from .output_folder import claimed, remove_outputs
+from .runner import ProgressEvent, RunResult, ShardJob, ShardStats, run_shards
 
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.tar$")
 
@@ -124,11 +125,26 @@ def _encode_all(tok, x_uint8_or_float: np.ndarray, to_input: Callable, batch_siz
     return torch.cat(out).cpu().numpy().astype(np.uint16) if out else np.zeros((0, 1), np.uint16)
 
 
+@dataclass
+class TokenShardStats(ShardStats):
+    """One token shard: `clips` tokenized + `errors` unreadable samples of extracted shard `input`."""
+
+    input: str = ""  # the extracted shard's file name
+    clips: int = 0
+    errors: int = 0
+    error_rows: list[dict] = field(default_factory=list)  # {video_id, error}
+    entry: dict = field(default_factory=dict)  # the shard's index.json entry
+    model_seconds: float = 0.0  # time inside the tokenizers
+    bytes: int = 0  # size of the token shard
+
+
 def tokenize_shard(extracted_path: str | os.PathLike, out_path: str | os.PathLike, image_tok, audio_tok,
                    meta: dict, batch_size: int = 16, report: Callable[..., None] | None = None,
-                   decode_threads: int = 4, chunk_clips: int = 64) -> dict:
+                   decode_threads: int = 4, chunk_clips: int = 64, source_sha256: str = "") -> TokenShardStats:
     """Tokenize one extracted shard into one token shard (atomic write). Returns stats with the index
-    entry (`entry`), error rows and timings. Bad samples become error rows; the shard still completes."""
+    entry (`entry`), error rows and timings. Bad samples become error rows; the shard still completes
+    (an extracted shard without a readable sample gives an empty token shard). The token shard's
+    metadata and its index entry record the extracted shard's name and sha256 (`source`)."""
     from avtok.model.tokenizers import frames_to_input, mel_to_input
 
     report = report or (lambda **_: None)
@@ -173,10 +189,11 @@ def tokenize_shard(extracted_path: str | os.PathLike, out_path: str | os.PathLik
     image = np.concatenate(image_parts) if image_parts else np.zeros((0, N_FRAMES, IMAGE_TOKENS), np.uint16)
     audio = np.concatenate(audio_parts) if audio_parts else np.zeros((0, audio_tok.grid[0] * audio_tok.grid[1]),
                                                                      np.uint16)
-    entry = write_token_shard(out_path, meta, ids, labels, splits, image, audio)
-    return {"entry": entry, "rows": len(ids), "errors": len(errors), "error_rows": errors,
-            "input": extracted_path.name, "model_seconds": round(t_model, 3),
-            "bytes": out_path.stat().st_size}
+    source = {"file": extracted_path.name, "sha256": source_sha256 or sha256_file(extracted_path)}
+    entry = write_token_shard(out_path, {**meta, "source": source}, ids, labels, splits, image, audio)
+    entry["source"] = source
+    return TokenShardStats(input=extracted_path.name, clips=len(ids), errors=len(errors), error_rows=errors,
+                           entry=entry, model_seconds=round(t_model, 3), bytes=out_path.stat().st_size)
 
 
 class TokenizeWorker:
@@ -194,10 +211,11 @@ class TokenizeWorker:
                 raise TokenizeError(f"{tok.path}: weights changed since the run was planned "
                                     f"(fingerprint {tok.fingerprint[:12]} != {rec['fingerprint'][:12]})")
 
-    def run_shard(self, job: ShardJob, report: Callable[..., None]) -> dict:
+    def run_shard(self, job: ShardJob, report: Callable[..., None]) -> TokenShardStats:
         return tokenize_shard(job.payload, job.output, self.image_tok, self.audio_tok, self.meta,
                               batch_size=self.cfg.batch_size, report=report,
-                              decode_threads=self.cfg.decode_threads, chunk_clips=self.cfg.chunk_clips)
+                              decode_threads=self.cfg.decode_threads, chunk_clips=self.cfg.chunk_clips,
+                              source_sha256=job.input_sha256)
 
 
 # --- the whole folder ---------------------------------------------------------------------------
@@ -208,7 +226,8 @@ def _json_norm(obj: Any) -> Any:
 
 
 def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
-    """Read `extracted/index.json`, refuse other mel parameters; return (index, [(n, shard path)])."""
+    """Read `extracted/index.json`, refuse other mel parameters; return (index, [(n, shard path)]) of the
+    shards the index lists as finished."""
     index_path = extracted / "index.json"
     if not extracted.is_dir():
         raise TokenizeError(f"{extracted}: no such folder (run `avtok extract` first)")
@@ -221,7 +240,13 @@ def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
                       if _json_norm((got or {}).get(k)) != _json_norm(MEL_PARAMS.get(k)))
         raise TokenizeError(f"{index_path}: mel parameters differ from what the audio tokenizer expects "
                             f"({', '.join(diff) or 'missing'}); re-extract with this avtok version")
-    shards = sorted((int(m.group(1)), p) for p in extracted.iterdir() if (m := _SHARD_RE.match(p.name)))
+    # The shards index.json lists are the finished ones (a failed shard's tar may exist, unverified).
+    listed = [s.get("name", "") for s in index.get("shards", []) if isinstance(s, dict)]
+    names = listed if "shards" in index else [p.name for p in extracted.iterdir()]
+    shards = sorted((int(m.group(1)), extracted / name) for name in names if (m := _SHARD_RE.match(name)))
+    missing = [p.name for _, p in shards if not p.is_file()]
+    if missing:
+        raise TokenizeError(f"{extracted / missing[0]}: listed in index.json but missing")
     if not shards:
         raise TokenizeError(f"{extracted}: holds no shard-NNNNNN.tar files")
     return index, shards
@@ -229,12 +254,15 @@ def check_extracted(extracted: Path) -> tuple[dict, list[tuple[int, Path]]]:
 
 @dataclass
 class TokenizeSummary:
+    """The whole run: `clips` tokenized, `errors` unreadable samples, over every finished shard."""
+
     clips: int = 0
     errors: int = 0
     shards: int = 0
     shards_run: int = 0
     shards_skipped: int = 0
     shards_failed: list[tuple[int, str]] = field(default_factory=list)
+    shards_stale: list[str] = field(default_factory=list)  # token shards redone: their extracted shard changed
     bytes: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
@@ -247,42 +275,61 @@ class TokenizeSummary:
         failed = f", {len(self.shards_failed)} shard(s) FAILED (re-run to retry)" if self.shards_failed else ""
         rate = f", {self.clips_run / self.seconds:.1f} clips/s" if self.clips_run and self.seconds > 0 else ""
         per_clip = f", {self.bytes / self.clips / 1024:.2f} KiB/clip" if self.clips else ""
+        stale = (f", redid {len(self.shards_stale)} whose extracted shard changed: {', '.join(self.shards_stale)}"
+                 if self.shards_stale else "")
         return (f"tokenized {self.clips} clips ({self.errors} errors) into {self.shards} shards "
-                f"({self.shards_run} run, {self.shards_skipped} already done{failed}) on {self.workers}× "
+                f"({self.shards_run} run, {self.shards_skipped} already done{failed}{stale}) on {self.workers}× "
                 f"{self.device} in {self.seconds:.1f} s{rate}{per_clip} → {self.out}")
 
 
-def _plan(out: Path, meta: dict, extracted: Path) -> dict:
-    """Fix the tokenizers of `out` on the first run; later runs must use the same weights."""
+OUTPUT_PATTERNS = ("tokens-*.parquet", "tokens-*.stats.json", "plan.json", "index.json")
+TEMP_PATTERNS = (".tokens-*.tmp", ".*.json.*.tmp")
+
+
+def is_tokenize_output(out: Path) -> bool:
+    """An earlier `avtok tokenize` output (its plan.json), which a run into the same --out resumes."""
+    try:
+        plan = read_json(out / "plan.json")
+        return isinstance(plan, dict) and "meta" in plan and "extracted" in plan
+    except (OSError, ValueError):
+        return False
+
+
+def _plan(out: Path, meta: dict, extracted: Path, overwrite: bool) -> dict:
+    """Fix the tokenizers of `out` on the first run; later runs must use the same weights and input
+    (or --overwrite: the old token shards are deleted and the run starts over)."""
     plan_path = out / "plan.json"
     ident = {m: {k: meta[f"{m}_tokenizer"][k] for k in ("kind", "fingerprint", "modality", "codebook_size")}
              for m in ("image", "audio")}
     if plan_path.exists():
         old = read_json(plan_path)
         old_ident = {m: {k: old["meta"][f"{m}_tokenizer"].get(k) for k in ident[m]} for m in ident}
+        problem = None
         if old_ident != ident or _json_norm(old["meta"]["mel"]) != _json_norm(meta["mel"]):
-            raise TokenizeError(f"{out} already holds tokens made with other tokenizers ({old_ident} vs {ident}); "
-                                "use another --out (or delete it) to start over")
-        if old.get("extracted") != str(extracted.resolve()):
-            raise TokenizeError(f"{out} holds tokens of {old.get('extracted')}, not of {extracted.resolve()}; "
-                                "use another --out (or delete it) to start over")
-        return old["meta"]  # same weights: keep the recorded paths so every shard's metadata agrees
+            problem = f"{out} already holds tokens made with other tokenizers ({old_ident} vs {ident})"
+        elif old.get("extracted") != str(extracted.resolve()):
+            problem = f"{out} holds tokens of {old.get('extracted')}, not of {extracted.resolve()}"
+        if problem is None:
+            return old["meta"]  # same weights: keep the recorded paths so every shard's metadata agrees
+        if not overwrite:
+            raise TokenizeError(f"{problem}; use another --out, or --overwrite to replace them")
+    if overwrite:
+        remove_outputs(out, OUTPUT_PATTERNS)
     write_json(plan_path, {"meta": meta, "extracted": str(extracted.resolve())})
     return meta
 
 
-def run_tokenize(extracted: str | os.PathLike, out: str | os.PathLike, image_tokenizer: str | os.PathLike,
-                 audio_tokenizer: str | os.PathLike, image_kind: str | None = None, audio_kind: str | None = None,
-                 device: str | None = None, batch_size: int | None = None, fast: bool = False,
-                 workers: int | None = None, address: str | None = None, max_retries: int = 2,
-                 decode_threads: int | None = None, progress: Callable[[ProgressEvent], None] | None = None,
-                 on_plan: Callable[[int, int], None] | None = None, in_process: bool = False) -> TokenizeSummary:
-    """Tokenize every extracted shard not done yet, then rebuild `out/index.json`. See module docstring."""
+def _shard_sha256(ext_index: dict, path: Path) -> str:
+    """The extracted shard's sha256 as its index.json records it (computed when not recorded)."""
+    recorded = {s.get("name"): s.get("sha256") for s in ext_index.get("shards", []) if isinstance(s, dict)}
+    return recorded.get(path.name) or sha256_file(path)
+
+
+def _config(image_tokenizer, audio_tokenizer, image_kind, audio_kind, device, batch_size, fast, address,
+            decode_threads) -> tuple[TokenizeConfig, int]:
+    """The workers' config and the number of visible GPUs."""
     import torch
 
-    t0 = time.perf_counter()
-    extracted, out = Path(extracted), Path(out)
-    ext_index, shards = check_extracted(extracted)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     n_gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
@@ -295,38 +342,65 @@ def run_tokenize(extracted: str | os.PathLike, out: str | os.PathLike, image_tok
         device="cuda" if device.startswith("cuda") else "cpu",
         batch_size=batch_size or (64 if device.startswith("cuda") else 8), fast=fast,
         decode_threads=decode_threads or max(2, min(8, (os.cpu_count() or 2) // max(n_gpus, 1))))
-    # Load once here: fingerprints for the metadata, and a bad file fails before Ray starts.
+    return cfg, n_gpus
+
+
+def _meta(cfg: TokenizeConfig) -> dict:
+    """Load both tokenizers once here: fingerprints for the metadata, and a bad file fails before Ray starts."""
     img, aud = load_tokenizers(TokenizeConfig(**{**asdict(cfg), "device": "cpu", "fast": False}))
-    meta = make_meta(image_tokenizer=img.record(), audio_tokenizer=aud.record(), mel=MEL_PARAMS,
+    return make_meta(image_tokenizer=img.record(), audio_tokenizer=aud.record(), mel=MEL_PARAMS,
                      image_codebook=img.codebook_size, audio_codebook=aud.codebook_size)
-    del img, aud
-    out.mkdir(parents=True, exist_ok=True)
-    meta = _plan(out, meta, extracted)
-    for stale in out.glob(".tokens-*.tmp"):  # left by a killed run; that shard is redone
-        stale.unlink(missing_ok=True)
-    jobs = [ShardJob(index=n, payload=str(path), output=out / shard_name(n)) for n, path in shards]
-    if on_plan:
-        total = sum(s.get("samples", 0) for s in ext_index.get("shards", [])) or 0
-        on_plan(total, len(jobs))
-    if cfg.device == "cuda":
-        n_workers, per_cpu, per_gpu = workers or max(n_gpus, 1), max(1, (os.cpu_count() or 1) // max(n_gpus, 1)), 1
-    else:
-        n_workers = workers or 1
-        per_cpu, per_gpu = max(1, (os.cpu_count() or 1) // n_workers), 0
-    result: RunResult = run_shards(
-        jobs, actor_cls=TokenizeWorker, actor_args=(cfg, meta), workers=n_workers, address=address,
-        num_cpus=per_cpu, num_gpus=per_gpu, max_retries=max_retries, progress=progress, in_process=in_process)
-    stats = result.all_stats
-    entries = [s["entry"] for s in stats]
-    extra = {"extracted": str(extracted.resolve()), "complete": not result.failed and len(stats) == len(jobs),
-             "errors": [e for s in stats for e in s.get("error_rows", [])],
-             "extracted_index_sha256": sha256_file(extracted / "index.json")}
-    if entries:
-        write_token_index(out, meta, entries, extra=extra)
-    done_now = result.done
+
+
+def run_tokenize(extracted: str | os.PathLike, out: str | os.PathLike, image_tokenizer: str | os.PathLike,
+                 audio_tokenizer: str | os.PathLike, image_kind: str | None = None, audio_kind: str | None = None,
+                 device: str | None = None, batch_size: int | None = None, fast: bool = False,
+                 workers: int | None = None, address: str | None = None, max_retries: int = 2,
+                 decode_threads: int | None = None, progress: Callable[[ProgressEvent], None] | None = None,
+                 on_plan: Callable[[int, int], None] | None = None, in_process: bool = False,
+                 allow_incomplete: bool = False, overwrite: bool = False) -> TokenizeSummary:
+    """Tokenize every extracted shard not done yet (or changed since), then rebuild `out/index.json`.
+
+    Refuses an extraction with failed shards unless `allow_incomplete`, and an `out` that holds
+    something else than tokens of this extraction with these tokenizers unless `overwrite`.
+    """
+    t0 = time.perf_counter()
+    extracted, out = Path(extracted), Path(out)
+    ext_index, shards = check_extracted(extracted)
+    ext_complete = ext_index.get("complete", True) is not False
+    if not ext_complete and not allow_incomplete:
+        failed = ext_index.get("counts", {}).get("shards_failed", "some")
+        raise TokenizeError(f"{extracted}: the extraction is incomplete ({failed} shard(s) failed); re-run "
+                            "`avtok extract` to finish it, or pass --allow-incomplete")
+    cfg, n_gpus = _config(image_tokenizer, audio_tokenizer, image_kind, audio_kind, device, batch_size, fast,
+                          address, decode_threads)
+    meta = _meta(cfg)
+    with claimed(out, is_tokenize_output, "tokenize", overwrite, TEMP_PATTERNS):
+        meta = _plan(out, meta, extracted, overwrite)
+        jobs = [ShardJob(index=n, payload=str(path), output=out / shard_name(n),
+                         input_sha256=_shard_sha256(ext_index, path)) for n, path in shards]
+        if on_plan:
+            on_plan(sum(s.get("samples", 0) for s in ext_index.get("shards", [])) or 0, len(jobs))
+        if cfg.device == "cuda":
+            n_workers, per_cpu, per_gpu = workers or max(n_gpus, 1), max(1, (os.cpu_count() or 1) // max(n_gpus, 1)), 1
+        else:
+            n_workers = workers or 1
+            per_cpu, per_gpu = max(1, (os.cpu_count() or 1) // n_workers), 0
+        result: RunResult = run_shards(
+            jobs, TokenShardStats, actor_cls=TokenizeWorker, actor_args=(cfg, meta), workers=n_workers,
+            address=address, num_cpus=per_cpu, num_gpus=per_gpu, max_retries=max_retries, progress=progress,
+            in_process=in_process)
+        stats = result.all_stats
+        extra = {"extracted": str(extracted.resolve()), "complete": not result.failed and len(stats) == len(jobs),
+                 "extracted_complete": ext_complete, "allow_incomplete": allow_incomplete,
+                 "errors": [e for s in stats for e in s.error_rows],
+                 "extracted_index_sha256": sha256_file(extracted / "index.json")}
+        if stats:
+            write_token_index(out, meta, [s.entry for s in stats], extra=extra)
     return TokenizeSummary(
-        clips=sum(s["rows"] for s in stats), errors=sum(s["errors"] for s in stats), shards=len(jobs),
+        clips=sum(s.clips for s in stats), errors=sum(s.errors for s in stats), shards=len(jobs),
         shards_run=len(result.done), shards_skipped=len(result.skipped), shards_failed=result.failed,
-        bytes=sum(s.get("bytes", 0) for s in stats), seconds=time.perf_counter() - t0,
-        model_seconds=sum(s.get("model_seconds", 0.0) for s in done_now),
-        clips_run=sum(s["rows"] for s in done_now), device=cfg.device, workers=n_workers, out=str(out))
+        shards_stale=[shard_name(n) for n in result.stale],
+        bytes=sum(s.bytes for s in stats), seconds=time.perf_counter() - t0,
+        model_seconds=sum(s.model_seconds for s in result.done),
+        clips_run=sum(s.clips for s in result.done), device=cfg.device, workers=n_workers, out=str(out))

@@ -25,13 +25,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from avtok.model import token_shards as shards
+from avtok.model.files import LOCK_NAME
 from avtok.pipeline.extracted import read_extracted_shard
-from avtok.pipeline.runner import _remote_task
+from avtok.pipeline.runner import RayWorker
 from media import make_clip, make_junk
 
 BIN = Path(sys.executable).parent  # the venv's console scripts: avtok, ray, torchrun
 # A Ray worker's process title while it runs one of the runner's shard tasks (`ray::IDLE` otherwise).
-TASK_TITLE = f"ray::{_remote_task.__name__}"
+TASK_TITLE = f"ray::{RayWorker.__name__}.run"
 
 
 def exe(name: str) -> str:
@@ -237,12 +238,13 @@ def test_ray_worker_killed_mid_extract_loses_and_duplicates_nothing(videos, tmp_
     output = log.read_text()
     assert killed, f"never caught a worker running a shard:\n{output[-3000:]}"
     assert proc.returncode == 0, output[-3000:]
-    assert f"Task {_remote_task.__name__} failed" in output  # Ray saw the crash and retried that shard
+    assert f"Task {RayWorker.__name__}.run failed" in output  # Ray saw the crash and retried that shard
     assert f"extracted {N_CLIPS}/{N_CLIPS + 1} videos (1 errors" in output
     assert "FAILED" not in output
     index = check_every_clip_once(videos, out)
-    # The killed task's partial tar can stay behind only under its hidden temporary name.
-    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    # The killed task's partial tar can stay behind only under its hidden temporary name (beside the
+    # folder's lock file, which stays so that a waiting run never races its removal).
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
     assert all(re.fullmatch(r"\.shard-\d{6}\.tar\..+\.tmp", name) for name in hidden), hidden
     # A re-run redoes nothing and changes nothing.
     again = run_logged(cmd, tmp_path / "again.log", clean_env(), timeout=120)

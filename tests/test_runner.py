@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 
 import pytest
 from avtok.model.files import atomic_write_bytes
-from avtok.pipeline.runner import ShardJob, run_shards, stats_path_for
+from avtok.pipeline.runner import ShardJob, ShardStats, run_shards, stats_path_for
 
 
-def write_sum(job: ShardJob, report, scale: int = 1) -> dict:
+@dataclass
+class SumStats(ShardStats):
+    rows: int = 0
+    calls: int = 0
+
+
+def write_sum(job: ShardJob, report, scale: int = 1) -> SumStats:
     """A shard function: writes the scaled sum of its payload; raises on a negative number."""
     if any(x < 0 for x in job.payload):
         raise ValueError(f"negative input in shard {job.index}")
     for _ in job.payload:
         report(rows=1)
     atomic_write_bytes(job.output, str(scale * sum(job.payload)).encode())
-    return {"rows": len(job.payload)}
+    return SumStats(rows=len(job.payload))
 
 
 class Summer:
@@ -27,10 +34,11 @@ class Summer:
         self.scale = scale
         self.calls = 0
 
-    def run_shard(self, job: ShardJob, report) -> dict:
+    def run_shard(self, job: ShardJob, report) -> SumStats:
         self.calls += 1
         stats = write_sum(job, report, self.scale)
-        return {**stats, "calls": self.calls}
+        stats.calls = self.calls
+        return stats
 
 
 def _jobs(tmp_path, payloads):
@@ -45,8 +53,8 @@ def test_stats_path():
 def test_in_process_run_skip_and_failure(tmp_path):
     events = []
     jobs = _jobs(tmp_path, [[1, 2], [3], [-1]])
-    res = run_shards(jobs, write_sum, fn_kwargs={"scale": 10}, in_process=True, progress=events.append)
-    assert [s["shard"] for s in res.done] == [0, 1]
+    res = run_shards(jobs, SumStats, write_sum, fn_kwargs={"scale": 10}, in_process=True, progress=events.append)
+    assert [s.shard for s in res.done] == [0, 1]
     assert res.failed == [(2, "ValueError: negative input in shard 2")]
     assert (tmp_path / "part-000000.txt").read_text() == "30"
     stats = json.loads((tmp_path / "part-000001.stats.json").read_text())
@@ -55,14 +63,14 @@ def test_in_process_run_skip_and_failure(tmp_path):
     assert sum(e.rows for e in events) == 3 and [e.shard for e in events if e.failed] == [2]
     # re-run: finished shards skipped, the failed one retried (now fixed)
     jobs[2].payload = [5]
-    res = run_shards(jobs, write_sum, fn_kwargs={"scale": 10}, in_process=True)
-    assert [s["shard"] for s in res.skipped] == [0, 1] and [s["shard"] for s in res.done] == [2]
-    assert [s["shard"] for s in res.all_stats] == [0, 1, 2]
+    res = run_shards(jobs, SumStats, write_sum, fn_kwargs={"scale": 10}, in_process=True)
+    assert [s.shard for s in res.skipped] == [0, 1] and [s.shard for s in res.done] == [2]
+    assert [s.shard for s in res.all_stats] == [0, 1, 2]
 
 
 def test_in_process_actor_mode(tmp_path):
-    res = run_shards(_jobs(tmp_path, [[1], [2], [3]]), actor_cls=Summer, actor_args=(2,), in_process=True)
-    assert [s["calls"] for s in res.done] == [1, 2, 3]  # one instance kept its state
+    res = run_shards(_jobs(tmp_path, [[1], [2], [3]]), stats_cls=SumStats, actor_cls=Summer, actor_args=(2,), in_process=True)
+    assert [s.calls for s in res.done] == [1, 2, 3]  # one instance kept its state
     assert (tmp_path / "part-000002.txt").read_text() == "6"
 
 
@@ -81,16 +89,28 @@ def test_ray_tasks_and_actors(tmp_path):
         a.mkdir()
         b.mkdir()
         events = []
-        res = run_shards(_jobs(a, [[1, 2], [3], [-1], [4]]), write_sum, fn_kwargs={"scale": 3}, workers=2,
+        res = run_shards(_jobs(a, [[1, 2], [3], [-1], [4]]), SumStats, write_sum, fn_kwargs={"scale": 3}, workers=2,
                          max_retries=1, progress=events.append, shutdown=False)
-        assert sorted(s["shard"] for s in res.done) == [0, 1, 3]
+        assert sorted(s.shard for s in res.done) == [0, 1, 3]
         assert [i for i, _ in res.failed] == [2] and "negative input in shard 2" in res.failed[0][1]
         assert (a / "part-000003.txt").read_text() == "12"
         assert sum(e.rows for e in events) == 4 and res.ray_start_s > 0
-        res = run_shards(_jobs(b, [[1], [2], [3], [4]]), actor_cls=Summer, actor_args=(1,), workers=2,
+        res = run_shards(_jobs(b, [[1], [2], [3], [4]]), stats_cls=SumStats, actor_cls=Summer, actor_args=(1,), workers=2,
                          num_cpus=1, shutdown=False)
-        assert sorted(s["shard"] for s in res.done) == [0, 1, 2, 3]
-        assert sorted(s["calls"] for s in res.done) in ([1, 1, 2, 2], [1, 2, 3, 4], [1, 1, 2, 3])
+        assert sorted(s.shard for s in res.done) == [0, 1, 2, 3]
+        assert sorted(s.calls for s in res.done) in ([1, 1, 2, 2], [1, 2, 3, 4], [1, 1, 2, 3])
         assert res.ray_start_s == 0.0  # reused the running Ray
     finally:
         ray.shutdown()
+
+
+def test_stale_and_old_stats_are_redone(tmp_path):
+    jobs = _jobs(tmp_path, [[1], [2], [3]])
+    for job in jobs:
+        job.input_sha256 = "aaa"
+    run_shards(jobs, SumStats, write_sum, in_process=True)
+    jobs[1].input_sha256 = "bbb"  # shard 1's input changed
+    (tmp_path / "part-000002.stats.json").write_text(json.dumps({"shard": 2}))  # another version's stats
+    res = run_shards(jobs, SumStats, write_sum, in_process=True)
+    assert res.stale == [1] and [s.shard for s in res.done] == [1, 2] and [s.shard for s in res.skipped] == [0]
+    assert json.loads((tmp_path / "part-000001.stats.json").read_text())["input_sha256"] == "bbb"
