@@ -5,26 +5,27 @@ from __future__ import annotations
 import click
 
 from .errors import user_error
+from .options import EXISTING_DIR, EXISTING_FILE, Device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command("app")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Trained checkpoint (runs/x/last.pt).")
+@click.option("--checkpoint", required=True, type=EXISTING_FILE, help="Trained checkpoint (runs/x/last.pt).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. The default is reachable only from this machine; 0.0.0.0 opens it to the network.")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="TCP port to listen on.")
-@click.option("--shards", type=click.Path(file_okay=False),
+@click.option("--shards", type=EXISTING_DIR,
               help="Token folder of the checkpoint's tokenizers: a few of its clips become example inputs.")
 @click.option("--examples", "n_examples", default=4, show_default=True, type=click.IntRange(1, 32),
               help="How many example clips to take from --shards.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@click.option("--vocoder", type=click.Path(dir_okay=False),
+@click.option("--device", default="cpu", show_default=True, type=Device(), help="cpu, cuda, cuda:1 ...")
+@click.option("--vocoder", type=EXISTING_FILE,
               help="SpecVQGAN MelGAN (best_netG.pt) or HiFi-GAN V1 generator file; default Griffin-Lim.")
 @click.option("--fast-vocoder", is_flag=True,
               help="Griffin-Lim from the clamped pseudo-inverse of the mel basis (no NNLS): ~3x faster on CPU, rougher.")
-@click.option("--image-tokenizer", type=click.Path(dir_okay=False), help="Image tokenizer file, if it moved.")
-@click.option("--audio-tokenizer", type=click.Path(dir_okay=False), help="Audio tokenizer file, if it moved.")
+@click.option("--image-tokenizer", type=EXISTING_FILE, help="Image tokenizer file, if it moved.")
+@click.option("--audio-tokenizer", type=EXISTING_FILE, help="Audio tokenizer file, if it moved.")
 def app(checkpoint, host, port, shards, n_examples, device, vocoder, fast_vocoder, image_tokenizer, audio_tokenizer) -> None:
     """Serve a page for all four tasks (image → sound, sound → image, joint, inpainting) of a checkpoint."""
     try:

@@ -8,13 +8,14 @@ from pathlib import Path
 import click
 
 from .errors import user_error
+from .options import OUT_DIR
 
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("--samples", default=4, show_default=True, type=click.IntRange(1, 1000),
               help="How many clips (the first in stored order) to draw on the sheet and write as wavs.")
-@click.option("--out", type=click.Path(file_okay=False),
+@click.option("--out", type=OUT_DIR,
               help="Folder for contact_sheet.png, stats.json and wav/ (default: ./<folder name>-inspect).")
 @click.option("--vocoder", type=click.Path(exists=True, dir_okay=False),
               help="MelGAN/HiFi-GAN file for mels without stored audio; default a fast Griffin-Lim.")

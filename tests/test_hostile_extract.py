@@ -241,8 +241,8 @@ def test_out_is_a_file_or_under_a_file(world, tmp_path):
     f = tmp_path / "file.txt"
     f.write_text("keep")
     assert invoke("extract", "--videos", world["manifest"], "--out", f, "--no-ray").exit_code == 2  # click: not a dir
-    assert_error(invoke("extract", "--videos", world["manifest"], "--out", f / "sub", "--no-ray"), 1, str(f))
-    assert_error(invoke(*tokenize_args(world["extracted"], f / "sub", world["km"])), 1, str(f))
+    assert_error(invoke("extract", "--videos", world["manifest"], "--out", f / "sub", "--no-ray"), 2, str(f))  # OUT_DIR refuses it at parse time
+    assert_error(invoke(*tokenize_args(world["extracted"], f / "sub", world["km"])), 2, str(f))
     assert f.read_text() == "keep"
 
 
