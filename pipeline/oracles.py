@@ -88,7 +88,7 @@ def image_oracle_scores(frames: np.ndarray | list[np.ndarray], labels: list[str]
     return out
 
 
-def high_band_db(wave: np.ndarray, sr: int, n_fft: int = 512, hop: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def high_band_db(wave: np.ndarray, sr: int, n_fft: int = 128, hop: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(frame centre times in s, energy above CLICK_HZ in dB) of a waveform."""
     wave = np.asarray(wave, dtype=np.float64).reshape(-1)
     n = 1 + max(0, wave.size - n_fft) // hop
@@ -101,7 +101,7 @@ def high_band_db(wave: np.ndarray, sr: int, n_fft: int = 512, hop: int = 128) ->
 
 def seam_click_db(wave: np.ndarray, sr: int, seams_s: list[float]) -> float:
     """The click measure: the largest rise, within ±CLICK_WINDOW_S of any seam, of the energy above
-    CLICK_HZ (512-sample frames, 128 hop) over its median across the whole clip, in dB. A seam without
+    CLICK_HZ (128-sample frames, 32 hop: short, so a transient stands out of the noise floor) over its median across the whole clip, in dB. A seam without
     a click stays near the clip's own spread (a few dB); one discontinuity gives tens of dB."""
     times, db = high_band_db(wave, sr)
     base = float(np.median(db))
