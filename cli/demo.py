@@ -8,7 +8,7 @@ import click
 @click.command("demo")
 @click.option("--out", default="avtok_demo", show_default=True, type=click.Path(file_okay=False),
               help="Working folder; a re-run reuses its finished stages. The report lands in OUT/report/.")
-@click.option("--quick", is_flag=True, help="The quick configuration (CI): 16 clips a class, fewer steps, "
+@click.option("--quick", is_flag=True, help="The quick configuration (CI): 8 clips a class, 150 steps, "
               "CFG scored at 0 and --cfg only.")
 @click.option("--seed", default=None, type=int, help="Seed of the data, codebooks, training and sampling.")
 @click.option("--train-steps", default=None, type=click.IntRange(min=1), help="Optimizer steps of the tiny model.")
