@@ -18,7 +18,7 @@ import click
 @click.option("--cfg-schedule", default=None, type=click.Choice(["constant", "linear"]),
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Parallel clip makers / Ray workers.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads (default 2).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch threads (default 1).")
 def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, workers, threads) -> None:
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
     tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the

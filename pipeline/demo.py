@@ -70,7 +70,10 @@ class DemoOptions:
     cfg_sweep: tuple[float, ...] = SWEEP_SCALES
     workers: int = 2
     seed: int = 0
-    threads: int | None = 2  # torch threads; results are bit-identical run to run for one thread count
+    # torch threads; results are bit-identical run to run for one thread count. 1: on a contended 2-core
+    # machine 2 threads cost 2.4 CPU-s per training step against 1.0 for 1 thread (measured, issue 14);
+    # the two cores are used by the data and extract stages (`workers`)
+    threads: int | None = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
