@@ -30,12 +30,17 @@ import numpy as np
 from avtok.model.files import read_json, sha256_file, write_json
 from avtok.model.geometry import EVAL_FRAME, SAMPLE_RATE
 
+from . import oracles as orc
 from . import synthetic as syn
+
+SWEEP_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0)
+DIRECTED_TASKS = ("image2audio", "audio2image", "inpaint")
+INPAINT_SPAN_S = (3.0, 7.0)  # the audio regenerated in the inpainting task
 
 
 @dataclass
 class DemoOptions:
-    """Sizes and budgets of the demo (defaults: under 10 minutes on 2 CPU cores)."""
+    """Sizes and budgets of the demo (defaults: about 5 minutes on 2 CPU cores)."""
 
     out: str = "avtok_demo"
     clips_per_class: int = 40  # 35 train + 5 test: with 15 train clips a class the tiny model memorises clips
@@ -57,10 +62,23 @@ class DemoOptions:
     sample_steps: int = 12
     griffin_lim_iters: int = 12
     cfg: float = 3.0
+    cfg_schedule: str = "constant"
+    choice_temperature: float = 4.5
+    cfg_sweep: tuple[float, ...] = SWEEP_SCALES
     workers: int = 2
     seed: int = 0
-    threads: int | None = 1  # torch threads: tiny models run faster on 1 than on 2 contended cores
+    # torch threads; results are bit-identical run to run for one thread count. 1: on a contended 2-core
+    # machine 2 threads cost 2.4 CPU-s per training step against 1.0 for 1 thread (measured, issue 14);
+    # the two cores are used by the data and extract stages (`workers`)
+    threads: int | None = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def quick_options(**changes: Any) -> DemoOptions:
+    """The quick configuration (CI, about a minute on 2 cores): 8 clips a class (2 held out), 150
+    steps, CFG scored at 0 and `cfg` only."""
+    base = dict(clips_per_class=8, test_per_class=2, train_steps=150, cfg_sweep=())
+    return DemoOptions(**{**base, **changes})
 
 
 Say = Callable[[str], None]
@@ -126,7 +144,27 @@ def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     save_patch_kmeans(path, img, aud, {"image_k": o.image_codebook, "audio_k": o.audio_codebook,
                                        "iters": o.kmeans_iters, "max_points": o.kmeans_points, "seed": o.seed,
                                        "clips": len(mels), "split": "train"})
+    canonical_safetensors_header(path)
     return path
+
+
+def canonical_safetensors_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys (same length, same tensors).
+
+    safetensors writes its `__metadata__` map in a hash order that changes from process to process, so
+    two runs that fit the same codebooks would write files with different bytes."""
+    raw = bytearray(path.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:
+        raise RuntimeError(f"{path}: canonical safetensors header is longer than the original")
+    raw[8:8 + n] = text + b" " * (n - len(text))  # the format allows trailing spaces in the header
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(bytes(raw))
+    os.replace(tmp, path)
 
 
 def stage_tokenize(extracted: Path, kmeans: Path, out: Path, o: DemoOptions, say: Say) -> Path:
@@ -159,7 +197,8 @@ def stage_train(tokens: Path, out: Path, o: DemoOptions, say: Say) -> tuple[Path
                       eval_samples=64, ckpt_every=max(50, o.train_steps // 4), keep_last=1, log_every=25,
                       seed=o.seed, device="cpu", resume=last.exists(), precision="fp32")
     summary = train(cfg, log=say)
-    summary.pop("losses", None)
+    for key in ("losses", "seconds", "samples_per_s", "checkpoint"):  # timings live in metrics["timings"]
+        summary.pop(key, None)
     return last, summary
 
 
@@ -238,13 +277,151 @@ def loss_curve_png(metrics_jsonl: Path, path: Path) -> None:
     img.save(path)
 
 
+@dataclass
+class _EvalSet:
+    """The held-out clips as the report uses them."""
+
+    ids: list[str]
+    labels: list[str]
+    image: Any  # Long[N, 256], tokens of frame EVAL_FRAME
+    audio: Any  # Long[N, 265]
+    clips: dict[str, dict[str, Any]]
+
+
+@dataclass
+class _Decoders:
+    """Tokens → pixels and tokens → sound, with the tokenizers the checkpoint was trained on."""
+
+    image: Any
+    audio: Any
+    vocoder: Callable[[Any], Any]
+
+    def frames(self, tokens: Any) -> np.ndarray:
+        from avtok.model.tokenizers import output_to_frames
+
+        return np.concatenate([output_to_frames(self.image.decode(tokens[lo:lo + 16].long()))
+                               for lo in range(0, len(tokens), 16)])
+
+    def sound(self, tokens: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        from avtok.model.evaluate import spec01_to_waves, tokens_to_spec01
+
+        spec = tokens_to_spec01(self.audio, tokens)
+        return spec, spec01_to_waves(self.vocoder, spec)
+
+
+def _decoders(ckpt: dict[str, Any], o: DemoOptions) -> _Decoders:
+    from avtok.model.evaluate import load_audio_tokenizer
+    from avtok.model.tokenizers import load_tokenizer
+
+    rec = ckpt["tokenizers"]["image"]
+    return _Decoders(load_tokenizer(rec["path"], rec.get("kind", "patch-kmeans"), modality="image"),
+                     load_audio_tokenizer(ckpt), fast_griffin_lim(o.griffin_lim_iters))
+
+
+def _generate(model: Any, task: str, ev: _EvalSet, w: float, o: DemoOptions) -> tuple[Any, Any]:
+    """One task's tokens for every held-out clip (joint: as many samples as clips), seeded by `o.seed`."""
+    import torch
+    from avtok.model.sampler import sample, seconds_to_audio_hole
+
+    g = torch.Generator().manual_seed(o.seed)
+    kw = dict(steps=o.sample_steps, cfg=w, cfg_schedule=o.cfg_schedule, choice_temperature=o.choice_temperature,
+              generator=g)
+    if task == "image2audio":
+        return sample(model, task, image_tokens=ev.image, **kw)
+    if task == "audio2image":
+        return sample(model, task, audio_tokens=ev.audio, **kw)
+    if task == "inpaint":
+        return sample(model, task, image_tokens=ev.image, audio_tokens=ev.audio,
+                      audio_hole=seconds_to_audio_hole(*INPAINT_SPAN_S), **kw)
+    return sample(model, "joint", num_samples=len(ev.ids), **kw)
+
+
+def _score(task: str, tokens: tuple[Any, Any], ev: _EvalSet, dec: _Decoders) -> tuple[dict[str, Any], Any]:
+    """Oracle scores of one task's generations, and what was decoded (frames, or (spec, waves))."""
+    from avtok.model.sampler import seconds_to_audio_hole
+
+    if task == "audio2image":
+        frames = dec.frames(tokens[0])
+        return orc.image_oracle_scores(frames, ev.labels), frames
+    spec, waves = dec.sound(tokens[1])
+    if task == "image2audio":
+        return syn.oracle_scores(waves, SAMPLE_RATE, ev.labels), (spec, waves)
+    if task == "inpaint":
+        seams = orc.hole_seams_s(seconds_to_audio_hole(*INPAINT_SPAN_S).numpy())
+        return orc.inpaint_scores(waves, SAMPLE_RATE, ev.labels, INPAINT_SPAN_S, seams), (spec, waves)
+    frames = dec.frames(tokens[0])
+    return orc.joint_agreement(list(frames), waves, SAMPLE_RATE), (frames, spec, waves)
+
+
+def _sweep_scales(o: DemoOptions) -> list[float]:
+    return sorted({float(w) for w in o.cfg_sweep} | {0.0, float(o.cfg)})
+
+
+def _run_tasks(model: Any, ev: _EvalSet, dec: _Decoders, o: DemoOptions, say: Say) -> tuple[dict, dict]:
+    """Every directed task at every sweep scale, and joint once; returns (scores, decoded outputs
+    at w = cfg and w = 0 for the report files)."""
+    scores: dict[str, dict[float, dict[str, Any]]] = {}
+    kept: dict[str, dict[str, Any]] = {}
+    for task in DIRECTED_TASKS:
+        scores[task] = {}
+        for w in _sweep_scales(o):
+            toks = _generate(model, task, ev, w, o)
+            scores[task][w], decoded = _score(task, toks, ev, dec)
+            for name, scale in (("cfg_on", o.cfg), ("cfg_off", 0.0)):
+                if w == scale:
+                    kept.setdefault(task, {})[name] = decoded
+            say(f"[demo] {task} w = {w:g}: oracle accuracy {scores[task][w]['accuracy']:.3f}")
+    scores["joint"] = {0.0: _score("joint", _generate(model, "joint", ev, 0.0, o), ev, dec)[0]}
+    say(f"[demo] joint: agreement {scores['joint'][0.0]['agreement']:.3f}")
+    return scores, kept
+
+
+def _write_files(report: Path, ev: _EvalSet, kept: dict, scores: dict, o: DemoOptions) -> None:
+    """wav/ (image→audio and inpainting, CFG on and off) and png/ (one panel per clip)."""
+    import soundfile as sf
+    from PIL import Image
+
+    i2a, inp, a2i = kept["image2audio"], kept["inpaint"], kept["audio2image"]
+    pred = {name: scores["image2audio"][w]["predictions"] for name, w in (("cfg_on", o.cfg), ("cfg_off", 0.0))}
+    for i, vid in enumerate(ev.ids):
+        for name in ("cfg_on", "cfg_off"):
+            sf.write(report / "wav" / f"{vid}_{name}.wav", i2a[name][1][i], SAMPLE_RATE)
+            sf.write(report / "wav" / f"{vid}_inpaint_{name}.wav", inp[name][1][i], SAMPLE_RATE)
+        clip = ev.clips[vid]
+        panel = _panel(clip["frame"], [
+            (f"real mel ({ev.labels[i]})", clip["mel"]),
+            (f"image->audio, cfg {o.cfg:g} -> oracle: {_name(pred['cfg_on'][i])}", i2a["cfg_on"][0][i]),
+            (f"image->audio, no cfg -> oracle: {_name(pred['cfg_off'][i])}", i2a["cfg_off"][0][i]),
+            (f"inpainted {INPAINT_SPAN_S[0]:g}-{INPAINT_SPAN_S[1]:g} s, cfg {o.cfg:g}", inp["cfg_on"][0][i]),
+        ])
+        panel.save(report / "png" / f"{vid}.png")
+        gap = np.full((256, 8, 3), 255, np.uint8)  # audio→image: real frame | CFG on | CFG off
+        Image.fromarray(np.concatenate([clip["frame"], gap, a2i["cfg_on"][i], gap, a2i["cfg_off"][i]], axis=1)).save(
+            report / "png" / f"{vid}_audio2image.png")
+
+
+def _name(k: int) -> str:
+    return syn.CLASS_NAMES[k] if k >= 0 else "no class"
+
+
+def _task_metrics(scores: dict, o: DemoOptions) -> dict[str, Any]:
+    """`tasks`, `cfg_sweep` and `oracle` sections of metrics.json from the per-scale scores."""
+    strip = ("predictions", "image_classes", "audio_classes")
+    tasks: dict[str, Any] = {t: {"cfg_on": scores[t][o.cfg]["accuracy"], "cfg_off": scores[t][0.0]["accuracy"],
+                                 "cfg": o.cfg} for t in DIRECTED_TASKS}
+    tasks["joint"] = {"agreement": scores["joint"][0.0]["agreement"]}
+    sweep = {t: {f"{w:g}": scores[t][w]["accuracy"] for w in _sweep_scales(o)} for t in DIRECTED_TASKS}
+    detail = {t: {f"{w:g}": {k: v for k, v in s.items() if k not in strip} for w, s in scores[t].items()}
+              for t in (*DIRECTED_TASKS, "joint")}
+    return {"tasks": tasks, "cfg_sweep": sweep, "task_detail": detail}
+
+
 def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: DemoOptions,
                  say: Say) -> dict[str, Any]:
-    import soundfile as sf
+    """Score all four tasks on the held-out clips; write wavs, pngs and the loss curve."""
     import torch
     from avtok.model.checkpoint import load_checkpoint, model_from_checkpoint
-    from avtok.model.evaluate import load_audio_tokenizer, spec01_to_waves, token_metrics, tokens_to_spec01
-    from avtok.model.sampler import sample
+    from avtok.model.evaluate import token_metrics
     from avtok.model.token_shards import load_tokens
 
     report = out / "report"
@@ -253,65 +430,70 @@ def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: D
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt)
     data = load_tokens(tokens, split="test")
-    ids, labels = data.video_ids, data.labels
-    image = torch.from_numpy(data.image[:, EVAL_FRAME].astype(np.int64))
-    audio = torch.from_numpy(data.audio.astype(np.int64))
-    clips = _test_clips(extracted)
-    tok = load_audio_tokenizer(ckpt)
-    vocoder = fast_griffin_lim(o.griffin_lim_iters)
-
-    gen: dict[str, np.ndarray] = {}
-    for name, w in (("cfg_on", o.cfg), ("cfg_off", 0.0)):
-        g = torch.Generator().manual_seed(o.seed)
-        say(f"[demo] generating audio for {len(ids)} test images ({name}: w = {w:g}, {o.sample_steps} steps)")
-        gen[name] = sample(model, "image2audio", image_tokens=image, steps=o.sample_steps, cfg=w, generator=g)[1]
-    spec = {name: tokens_to_spec01(tok, t) for name, t in gen.items()}
-    spec["reconstruction"] = tokens_to_spec01(tok, audio)
-    waves = {name: spec01_to_waves(vocoder, s) for name, s in spec.items()}
-    waves["reference"] = [clips[v]["audio"] for v in ids]
-
-    oracle = {name: syn.oracle_scores(ws, SAMPLE_RATE, labels) for name, ws in waves.items()}
-    for i, vid in enumerate(ids):
-        for name in ("cfg_on", "cfg_off"):
-            sf.write(report / "wav" / f"{vid}_{name}.wav", waves[name][i], SAMPLE_RATE)
-        pred_on, pred_off = oracle["cfg_on"]["predictions"][i], oracle["cfg_off"]["predictions"][i]
-        panel = _panel(clips[vid]["frame"], [
-            (f"real mel ({labels[i]})", clips[vid]["mel"]),
-            (f"generated, cfg {o.cfg:g} -> oracle: {syn.CLASS_NAMES[pred_on]}", spec["cfg_on"][i]),
-            (f"generated, no cfg -> oracle: {syn.CLASS_NAMES[pred_off]}", spec["cfg_off"][i]),
-        ])
-        panel.save(report / "png" / f"{vid}.png")
+    ev = _EvalSet(list(data.video_ids), list(data.labels),
+                  torch.from_numpy(data.image[:, EVAL_FRAME].astype(np.int64)),
+                  torch.from_numpy(data.audio.astype(np.int64)), _test_clips(extracted))
+    dec = _decoders(ckpt, o)
+    scores, kept = _run_tasks(model, ev, dec, o, say)
+    _, recon_waves = dec.sound(ev.audio)
+    ref_waves = [ev.clips[v]["audio"] for v in ev.ids]
+    oracle = {"cfg_on": scores["image2audio"][o.cfg], "cfg_off": scores["image2audio"][0.0],
+              "reconstruction": syn.oracle_scores(recon_waves, SAMPLE_RATE, ev.labels),
+              "reference": syn.oracle_scores(ref_waves, SAMPLE_RATE, ev.labels)}
+    image_oracle = {"reconstruction": orc.image_oracle_scores(dec.frames(ev.image), ev.labels)["accuracy"],
+                    "reference": orc.image_oracle_scores([ev.clips[v]["frame"] for v in ev.ids],
+                                                         ev.labels)["accuracy"]}
+    inpaint_ref = orc.inpaint_scores(recon_waves, SAMPLE_RATE, ev.labels, INPAINT_SPAN_S,
+                                     orc.hole_seams_s(_hole_mask()))
+    _write_files(report, ev, kept, scores, o)
     if (ckpt_path.parent / "metrics.jsonl").exists():
         loss_curve_png(ckpt_path.parent / "metrics.jsonl", report / "loss_curve.png")
     say("[demo] token metrics (NLL/accuracy, true vs masked vs shuffled condition)")
-    tm = token_metrics(model, image, audio, batch=64, seed=o.seed, cfg_scales=(0.0, o.cfg))
+    tm = token_metrics(model, ev.image, ev.audio, batch=64, seed=o.seed, cfg_scales=(0.0, o.cfg))
     return {
-        "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "step": ckpt["step"],
-        "test_clips": len(ids), "eval_frame": EVAL_FRAME, "cfg": o.cfg, "sample_steps": o.sample_steps,
-        "vocoder": "griffin-lim",
+        "checkpoint_sha256": sha256_file(ckpt_path), "step": ckpt["step"], "test_clips": len(ev.ids),
+        "eval_frame": EVAL_FRAME, "cfg": o.cfg, "cfg_schedule": o.cfg_schedule,
+        "choice_temperature": o.choice_temperature, "sample_steps": o.sample_steps, "vocoder": "griffin-lim",
         "oracle_accuracy": {k: v["accuracy"] for k, v in oracle.items()},
+        "image_oracle_accuracy": image_oracle,
+        "inpaint_on_reconstruction": {k: inpaint_ref[k] for k in ("class_accuracy", "click_free",
+                                                                  "seam_click_db_max", "seam_click_db_median")},
         "chance": 1.0 / syn.NUM_CLASSES,
         "oracle": {k: {kk: vv for kk, vv in v.items() if kk != "predictions"} for k, v in oracle.items()},
+        **_task_metrics(scores, o),
         "token_metrics": tm,
     }
 
 
+def _hole_mask() -> np.ndarray:
+    from avtok.model.sampler import seconds_to_audio_hole
+
+    return seconds_to_audio_hole(*INPAINT_SPAN_S).numpy()
+
+
 def summary_table(metrics: dict[str, Any]) -> str:
-    """The table printed at the end of the demo."""
-    acc = metrics["oracle_accuracy"]
-    rows = [(f"generated, CFG on (w = {metrics['cfg']:g})", acc["cfg_on"]), ("generated, CFG off (w = 0)", acc["cfg_off"]),
-            ("tokenizer reconstruction (upper bound)", acc["reconstruction"]), ("real clip audio", acc["reference"])]
+    """The table printed at the end of the demo: every task, CFG on and off."""
+    t, acc, w = metrics["tasks"], metrics["oracle_accuracy"], metrics["cfg"]
+    lines = [f"avtok demo: {metrics['test_clips']} held-out clips (8 classes, chance {metrics['chance']:.3f}), "
+             f"model step {metrics['step']}, seed {metrics.get('seed', '?')}, {metrics.get('threads', '?')} threads",
+             "", f"| task (oracle) | CFG on (w = {w:g}) | CFG off (w = 0) |", "|---|---|---|"]
+    names = {"image2audio": "image→audio (sound class)", "audio2image": "audio→image (picture class)",
+             "inpaint": "audio inpainting 3-7 s (span class, no click)"}
+    lines += [f"| {names[k]} | {t[k]['cfg_on']:.3f} | {t[k]['cfg_off']:.3f} |" for k in DIRECTED_TASKS]
+    lines.append(f"| joint (picture and sound agree) | {t['joint']['agreement']:.3f} | - |")
+    lines += ["", f"references: sound of the tokenizer reconstruction {acc['reconstruction']:.3f}, real sound "
+                  f"{acc['reference']:.3f}; picture of the reconstruction "
+                  f"{metrics['image_oracle_accuracy']['reconstruction']:.3f}, real picture "
+                  f"{metrics['image_oracle_accuracy']['reference']:.3f}"]
+    if "cfg_sweep" in metrics:
+        lines.append("CFG sweep (w: accuracy): " + "; ".join(
+            f"{task} " + ", ".join(f"{k}: {v:.3f}" for k, v in sw.items()) for task, sw in metrics["cfg_sweep"].items()))
     i2a = metrics["token_metrics"]["image2audio"]["ratio_1"]
-    lines = [f"avtok demo: image→audio on {metrics['test_clips']} held-out clips "
-             f"(8 classes, chance {metrics['chance']:.3f}), model step {metrics['step']}",
-             "", "| audio | oracle class accuracy |", "|---|---|"]
-    lines += [f"| {name} | {a:.3f} |" for name, a in rows]
-    lines += ["", f"audio-token NLL given the image: {i2a['true']['nll']:.3f} nats (masked image "
-                  f"{i2a['masked']['nll']:.3f}, shuffled {i2a['shuffled']['nll']:.3f}); token accuracy "
-                  f"{i2a['true']['accuracy']:.3f}"]
+    lines += [f"audio-token NLL given the image: {i2a['true']['nll']:.3f} nats (masked image "
+              f"{i2a['masked']['nll']:.3f}, shuffled {i2a['shuffled']['nll']:.3f}); token accuracy "
+              f"{i2a['true']['accuracy']:.3f}"]
     if "timings" in metrics:
-        t = metrics["timings"]
-        lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()))
+        lines.append("stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in metrics["timings"].items()))
     return "\n".join(lines)
 
 
@@ -349,6 +531,8 @@ def run_demo(o: DemoOptions | None = None, say: Say = print) -> dict[str, Any]:
             metrics = stage_report(extracted, tokens, ckpt, out, o, say)
             metrics["train"] = train_summary
     metrics["options"] = _opts_record(o)
+    metrics["seed"] = o.seed
+    metrics["threads"] = o.threads
     now = {**timings, "total": round(time.perf_counter() - t0, 2)}
     if reuse:  # keep the timings of the run that made the report; note this one's beside them
         metrics["rerun_timings"] = now

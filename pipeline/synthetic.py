@@ -46,6 +46,8 @@ PULSE_THRESHOLD = 0.3  # pulse_strength: a 1 Hz on/off beat gives ≈ 0.64, a st
 COLOURS = ("e02828", "f08c00", "e8e020", "28c03c", "20d0d0", "2850f0", "9040e0", "f040b0")
 COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta")
 MANIFEST_COLUMNS = ("video_id", "path", "start_s", "label", "split")
+CELL = 16  # the image tokenizer's patch: the square and its stripes are laid on this grid
+SQUARE_CELLS = (5, 7, 9)  # side of the square in cells
 
 
 @dataclass(frozen=True)
@@ -186,24 +188,29 @@ def classify_audio(wave: np.ndarray, sr: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- video
 def _video_filter(k: int, rng: np.random.Generator) -> str:
-    """The lavfi graph of one clip's picture: noisy grey background + the class motif."""
+    """The lavfi graph of one clip's picture: noisy grey background + the class motif.
+
+    The square sits on the 16-pixel token grid (side 5, 7 or 9 cells, corner on a cell corner) and a
+    striped square is made of whole cell rows (colour, background, colour, ...): every patch is colour
+    or background, so a 64-code patch tokenizer keeps the motif and the image oracle is exact on its
+    reconstructions. The noise filter gets its own seed, so the picture is a function of the clip seed.
+    """
     cls = CLASSES[k]
     bg = int(rng.integers(40, 110))
     noise = int(rng.integers(4, 14))
-    side = int(rng.integers(90, 170))
-    x = int(rng.integers(0, SIZE - side))
-    y = int(rng.integers(0, SIZE - side))
+    cells = int(rng.choice(SQUARE_CELLS))
+    side = cells * CELL
+    x = int(rng.integers(0, SIZE // CELL - cells + 1)) * CELL
+    y = int(rng.integers(0, SIZE // CELL - cells + 1)) * CELL
+    noise_seed = int(rng.integers(0, 2**31 - 1))
     parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}",
-             f"noise=alls={noise}:allf=t+u", "format=yuv420p"]
+             f"noise=alls={noise}:allf=t+u:all_seed={noise_seed}", "format=yuv420p"]
     col = f"0x{cls.colour}"
     if cls.motif == "solid":
         parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=fill")
     else:
-        # five horizontal stripes inside the square: stripes on the odd fifths
-        stripe = side // 5
-        parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=3")
-        for j in (0, 2, 4):
-            parts.append(f"drawbox=x={x}:y={y + j * stripe}:w={side}:h={stripe}:color={col}:t=fill")
+        for j in range(0, cells, 2):  # cell rows 0, 2, 4, ...: first and last row are colour
+            parts.append(f"drawbox=x={x}:y={y + j * CELL}:w={side}:h={CELL}:color={col}:t=fill")
     return ",".join(parts)
 
 
@@ -215,11 +222,15 @@ def make_clip(path: str | os.PathLike, k: int, seed: int) -> None:
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    # one thread per encoder and bit-exact muxing (no encoder version string, no timestamps in the
+    # header): the same seed makes the same bytes, whatever else runs beside it
     cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-threads", "1",
            "-f", "lavfi", "-i", vf,
            "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28",
-           "-c:a", "aac", "-b:a", "96k", "-t", f"{DURATION_S:g}", "-shortest", str(tmp)]
+           "-threads", "1", "-x264-params", "threads=1:sliced-threads=0",
+           "-c:a", "aac", "-b:a", "96k", "-t", f"{DURATION_S:g}", "-shortest",
+           "-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(tmp)]
     try:
         proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
         if proc.returncode != 0:

@@ -23,48 +23,109 @@ def test_fast_griffin_lim_keeps_the_oracle_cues() -> None:
     assert [syn.classify_audio(w.numpy(), 22050) for w in out] == list(range(8))
 
 
+def _metrics_stub() -> dict:
+    cond = {"nll": 1.0, "accuracy": 0.5}
+    tasks = {t: {"cfg_on": 0.9, "cfg_off": 0.5, "cfg": 3.0} for t in D.DIRECTED_TASKS}
+    tasks["joint"] = {"agreement": 0.85}
+    return {"oracle_accuracy": {"cfg_on": 0.9, "cfg_off": 0.5, "reconstruction": 1.0, "reference": 1.0},
+            "image_oracle_accuracy": {"reconstruction": 1.0, "reference": 1.0}, "tasks": tasks,
+            "cfg_sweep": {t: {"0": 0.5, "3": 0.9} for t in D.DIRECTED_TASKS}, "seed": 0, "threads": 2,
+            "cfg": 3.0, "test_clips": 40, "chance": 0.125, "step": 10,
+            "token_metrics": {"image2audio": {"ratio_1": {"true": cond, "masked": cond, "shuffled": cond}}}}
+
+
 def test_loss_curve_and_summary(tmp_path) -> None:
     rows = [{"step": s, "loss": 5.0 / s} for s in range(1, 30)] + [{"step": 29, "eval": {"i2a_nll": 1.0}}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     D.loss_curve_png(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
     with Image.open(tmp_path / "loss.png") as im:
         assert im.size == (640, 360)
-    cond = {"nll": 1.0, "accuracy": 0.5}
-    metrics = {"oracle_accuracy": {"cfg_on": 0.9, "cfg_off": 0.5, "reconstruction": 1.0, "reference": 1.0},
-               "cfg": 3.0, "test_clips": 40, "chance": 0.125, "step": 10,
-               "token_metrics": {"image2audio": {"ratio_1": {"true": cond, "masked": cond, "shuffled": cond}}}}
-    table = D.summary_table(metrics)
-    assert "| generated, CFG on (w = 3) | 0.900 |" in table and "| generated, CFG off (w = 0) | 0.500 |" in table
+    table = D.summary_table(_metrics_stub())
+    assert "| image→audio (sound class) | 0.900 | 0.500 |" in table
+    assert "| audio→image (picture class) | 0.900 | 0.500 |" in table
+    assert "| joint (picture and sound agree) | 0.850 | - |" in table and "inpainting" in table
+
+
+def test_canonical_safetensors_header(tmp_path) -> None:
+    import torch
+    from avtok.model.tokenizers.patch_kmeans import load_patch_kmeans, save_patch_kmeans
+
+    cents = torch.arange(64 * 768, dtype=torch.float32).reshape(64, 768), torch.ones(32, 256)
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.safetensors"
+        save_patch_kmeans(path, *cents, {"z": 1, "a": 2})
+        D.canonical_safetensors_header(path)
+        paths.append(path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert torch.equal(load_patch_kmeans(paths[0], "image").centroids, cents[0])
+
+
+def _comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("timings", "rerun_timings")}
+
+
+# The quick configuration (8 clips a class, 150 steps) is checked for reproducibility and for its
+# reference scores only: measured on seed 0 its generations are still at chance (0.06-0.13 on 16 clips),
+# so no floor on the tasks can be set from a spread yet (see the closing note of issue 14).
+
+
+def test_quick_demo_is_reproducible(tmp_path) -> None:
+    """`avtok demo --quick` twice with one seed: the same codebooks, tokens, weights and metrics."""
+    import torch
+    from safetensors.torch import load_file
+
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        r = CliRunner().invoke(cli, ["demo", "--quick", "--seed", "3", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        runs.append(out)
+        assert "| audio→image (picture class) |" in r.output and "| joint (picture and sound agree) |" in r.output
+    ma, mb = (json.loads((o / "report" / "metrics.json").read_text()) for o in runs)
+    assert _comparable(ma) == _comparable(mb)
+    assert ma["seed"] == 3 and ma["threads"] == 1 and set(ma["timings"]) >= {"data", "train", "report", "total"}
+    assert (runs[0] / "kmeans.safetensors").read_bytes() == (runs[1] / "kmeans.safetensors").read_bytes()
+    for shard in sorted((runs[0] / "tokens").glob("*.parquet")):
+        assert shard.read_bytes() == (runs[1] / "tokens" / shard.name).read_bytes()
+    wa, wb = (torch.load(o / "run" / "last.pt", weights_only=False)["model"] for o in runs)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_file(runs[0] / "kmeans.safetensors").keys() == {"image.centroids", "audio.centroids"}
+    assert set(ma["tasks"]) == {"image2audio", "audio2image", "inpaint", "joint"}
+    assert ma["test_clips"] == 16 and ma["oracle_accuracy"]["cfg_on"] == ma["tasks"]["image2audio"]["cfg_on"]
+    assert ma["image_oracle_accuracy"] == {"reconstruction": 1.0, "reference": 1.0}
+    assert ma["oracle_accuracy"]["reference"] == 1.0
 
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
+    """The full demo meets issue 14's bar on 40 held-out clips."""
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    acc = metrics["oracle_accuracy"]
-    # the acceptance bar: held-out images turned into sound of the right class (chance 0.125), with
-    # guidance on and off both reported
-    assert 0.0 <= acc["cfg_on"] <= 1.0 and 0.0 <= acc["cfg_off"] <= 1.0
-    assert max(acc["cfg_on"], acc["cfg_off"]) >= 0.8, acc
-    assert acc["reference"] >= 0.95 and acc["reconstruction"] >= 0.9
+    t = metrics["tasks"]
     assert metrics["test_clips"] == 40 and metrics["chance"] == 0.125
+    assert t["image2audio"]["cfg_on"] >= 0.9 and t["audio2image"]["cfg_on"] >= 0.9, t
+    assert t["joint"]["agreement"] >= 0.8 and t["inpaint"]["cfg_on"] >= 0.9, t
+    for task in D.DIRECTED_TASKS:  # guidance helps (or at least never hurts) every directed task
+        assert t[task]["cfg_on"] >= t[task]["cfg_off"], (task, t[task])
+    assert metrics["oracle_accuracy"]["cfg_on"] == t["image2audio"]["cfg_on"]
+    assert set(metrics["cfg_sweep"]["image2audio"]) == {"0", "1", "2", "3", "5"}
+    acc = metrics["oracle_accuracy"]
+    assert acc["reference"] >= 0.95 and acc["reconstruction"] >= 0.9
+    assert metrics["image_oracle_accuracy"] == {"reconstruction": 1.0, "reference": 1.0}
     i2a = metrics["token_metrics"]["image2audio"]["ratio_1"]
-    # the model uses the image: the true frame gives more right audio tokens than no frame, and a frame of
-    # another clip costs NLL. (NLL with no frame can be the lowest of the three: the tiny model is
-    # overconfident about the noise-floor tokens of a class, and a hedging unconditional guess pays less.)
     assert i2a["true"]["accuracy"] > i2a["masked"]["accuracy"]
     assert i2a["delta_nll_shuffled"] > 0
     report = out / "report"
-    assert len(list((report / "wav").glob("*_cfg_on.wav"))) == 40
-    assert len(list((report / "wav").glob("*_cfg_off.wav"))) == 40
-    assert len(list((report / "png").glob("*.png"))) == 40
+    assert len(list((report / "wav").glob("*_cfg_on.wav"))) == 80  # image→audio and inpainting
+    assert len(list((report / "png").glob("*_audio2image.png"))) == 40
     assert (report / "loss_curve.png").stat().st_size > 1000
-    assert "oracle class accuracy" in r.output and "CFG off" in r.output
+    assert metrics["timings"]["total"] > 0
     # a re-run reuses every finished stage
     r2 = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r2.exit_code == 0, r2.output
     assert "reusing" in r2.output
     again = json.loads((report / "metrics.json").read_text())
-    assert again["oracle_accuracy"] == acc
+    assert again["tasks"] == t
