@@ -18,8 +18,8 @@ import time
 import torch
 from avtok.model.config import preset
 from avtok.model.geometry import IMAGE_TOKENS as N_IMAGE
+from avtok.model.precision import PEAK_TFLOPS
 from avtok.model.sampler import sample
-from avtok.model.train import PEAK_TFLOPS
 from avtok.model.transformer import AVTransformer, flops_per_sample, num_params
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

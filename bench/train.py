@@ -17,13 +17,8 @@ import time
 
 import torch
 from avtok.model.config import preset
-from avtok.model.train import (
-    TrainConfig,
-    make_optimizer,
-    peak_flops,
-    resolve_device,
-    resolve_precision,
-)
+from avtok.model.precision import peak_flops, resolve_device, resolve_precision
+from avtok.model.train import TrainConfig, make_optimizer
 from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params
 
 
@@ -77,7 +72,7 @@ def run(args: argparse.Namespace, mode: str) -> dict:
     dt = (time.perf_counter() - t) / args.steps
     sps = b / dt
     fps = flops_per_sample(cfg)
-    peak = peak_flops(TrainConfig(shards="", out="", peak_tflops=args.peak_tflops), device)
+    peak = peak_flops(device, args.peak_tflops)
     if peak is None and device.type == "cpu":
         peak = cpu_matmul_peak()
     mem = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"

@@ -7,6 +7,15 @@ from pathlib import Path
 import click
 
 
+def _device(_ctx, _param, value: str) -> str:
+    from avtok.model.precision import DeviceError, resolve_device
+
+    try:
+        return str(resolve_device(value))
+    except DeviceError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @click.command("eval")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="avtok checkpoint (.pt).")
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False), help="Token folder (avtok tokenize).")
@@ -29,8 +38,10 @@ import click
               help="PANNs Cnn14 checkpoint (Cnn14_16k_mAP=0.438.pth or Cnn14_mAP=0.431.pth): FD, IS, KL.")
 @click.option("--vggish-ckpt", type=click.Path(exists=True, dir_okay=False), default=None,
               help="torchvggish vggish-10086976.pth: FAD.")
-@click.option("--wav-dir", type=click.Path(file_okay=False), default=None, help="Also write the generated wavs here.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--wav-dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the generated wavs here (NNNNN_<id>.wav and index.csv mapping files to video ids).")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="cpu, cuda, cuda:N or auto (a GPU if torch sees one).")
 def evaluate(checkpoint, shards, split, out, limit, cfg_scales, seeds, steps, batch, cfg, no_waveforms,
              audio_tokenizer, vocoder, extracted, cnn14_ckpt, vggish_ckpt, wav_dir, device) -> None:
     """Masked-token NLL/accuracy (image->audio, audio->image; true, masked and shuffled condition),
@@ -58,8 +69,10 @@ def evaluate(checkpoint, shards, split, out, limit, cfg_scales, seeds, steps, ba
                            oracle=oracle_scores if is_synthetic_labels(labels) else None, wav_dir=wav_dir,
                            progress=lambda msg: click.echo(msg, err=True))
         result = run_eval(checkpoint, shards, opts)
-    except (CheckpointError, ShardError, ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (CheckpointError, ShardError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)

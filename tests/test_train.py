@@ -8,6 +8,7 @@ import pytest
 import torch
 from avtok.cli.main import cli
 from avtok.model.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from avtok.model.run_log import read_metrics
 from avtok.model.token_shards import write_token_index, write_token_shard
 from avtok.model.train import TrainConfig, TrainingError, train
 from click.testing import CliRunner
@@ -38,12 +39,12 @@ def test_tiny_learns_image_to_audio(tmp_path):
                           model_overrides={"full_mask_prob": 0.25}, batch_size=16, steps=100, lr=3e-3,
                           min_lr=3e-4, warmup_steps=5, eval_every=50, eval_samples=32, ckpt_every=100,
                           log_every=50, seed=1), log=quiet)
-    ev = s["eval"]
-    assert ev["i2a_acc"] >= 0.9, ev
-    assert ev["i2a_nll"] < 0.5 * ev["uncond_audio_nll"], ev
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ev = s.eval
+    assert ev.i2a_acc >= 0.9, ev
+    assert ev.i2a_nll < 0.5 * ev.uncond_audio_nll, ev
+    rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows if "loss" in r] == [50, 100]
-    assert rows[-1]["eval"]["i2a_acc"] == ev["i2a_acc"]
+    assert rows[-1]["eval"]["i2a_acc"] == ev.i2a_acc
     # the checkpoint carries the tokenizer records and rebuilds the model
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["tokenizers"]["audio"]["fingerprint"] == "f" * 64
@@ -63,10 +64,10 @@ def test_resume_is_exact(tmp_path):
     write_synthetic(tmp_path / "tok", shard_rows=(7, 6), test_rows=3, classes=2, codebook=8)
     straight = train(small_cfg(tmp_path, out=str(tmp_path / "a")), log=quiet)
     first = train(small_cfg(tmp_path, out=str(tmp_path / "b"), stop_at=10), log=quiet)
-    assert first["ran"] == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
+    assert first.steps_run == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
     second = train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True), log=quiet)
-    assert second["ran"] == 10
-    assert first["losses"] + second["losses"] == straight["losses"]  # bit for bit
+    assert second.steps_run == 10 and second.step == 20
+    assert first.losses + second.losses == straight.losses  # bit for bit
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 20 and b["data"]["position"] == 80
@@ -76,7 +77,7 @@ def test_resume_is_exact(tmp_path):
     exp_a = a["optimizer"]["state"][0]["exp_avg"]
     assert torch.equal(exp_a, b["optimizer"]["state"][0]["exp_avg"])
     # metrics.jsonl holds each step once
-    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "b")
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 21))
     assert [r["step"] for r in rows if "eval" in r] == [10, 20]
     # resuming with a different batch is refused
