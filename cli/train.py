@@ -56,6 +56,15 @@ def _finite(_ctx, param, value: float | None) -> float | None:
     return value
 
 
+def _logger(_ctx, _param, value: str) -> str:
+    if value == "wandb":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise click.BadParameter('wandb is not installed: pip install "avtok[wandb]"')
+    return value
+
+
 POS_INT = click.IntRange(min=1)
 POS_FLOAT = click.FloatRange(min=0, min_open=True)
 
@@ -94,10 +103,21 @@ POS_FLOAT = click.FloatRange(min=0, min_open=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seeds init, data order, masks.")
 @click.option("--device", default="auto", show_default=True, callback=_device,
               help="auto (this rank's GPU if any, else CPU), cpu, cuda or cuda:N.")
+@click.option("--log", "log_to", type=click.Choice(["tensorboard", "wandb", "none"]), default="tensorboard",
+              show_default=True, callback=_logger,
+              help="Dashboard beside metrics.jsonl: TensorBoard events in OUT/tensorboard, or a W&B run in offline "
+                   "mode in OUT/wandb (pip install \"avtok[wandb]\"; resumed with --resume).")
+@click.option("--sample-every", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Every N steps generate image->audio and audio->image previews of held-out clips into "
+                   "OUT/samples/step-NNNNNN/ and the dashboard (0 = never).")
+@click.option("--preview-clips", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Held-out clips in each preview.")
+@click.option("--peak-tflops", type=POS_FLOAT, default=None, callback=_finite,
+              help="Peak TFLOP/s for the MFU figure where the device is not known (e.g. a CPU).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and parameter table, then exit.")
 def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr, blr, warmup_steps, resume, overwrite,
           keep_last, compile_, grad_checkpoint, ema, ema_decay, precision, eval_every, ckpt_every, log_every, seed,
-          device, dry_run) -> None:
+          device, log_to, sample_every, preview_clips, peak_tflops, dry_run) -> None:
     """Train the audio-visual masked transformer on token shards (torchrun for several GPUs)."""
     from avtok.model.checkpoint import CheckpointError
     from avtok.model.config import preset as make_preset
@@ -117,7 +137,8 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
                       batch_size=batch_size, micro_batch=micro_batch, steps=steps, epochs=epochs, lr=lr, blr=blr,
                       warmup_steps=warmup_steps, resume=resume, overwrite=overwrite, keep_last=keep_last, compile=compile_, grad_checkpoint=grad_checkpoint,
                       ema=ema, ema_decay=ema_decay, precision=precision, eval_every=eval_every,
-                      ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device)
+                      ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device, log=log_to,
+                      sample_every=sample_every, preview_clips=preview_clips, peak_tflops=peak_tflops)
     try:
         if dry_run:
             _dry_run(cfg)

@@ -108,17 +108,9 @@ def cfg_sweep(model, image: torch.Tensor, audio: torch.Tensor, direction: str = 
 # ------------------------------------------------------------------------------------------- waveforms
 def load_audio_tokenizer(ckpt: dict[str, Any], override: str | None = None):
     """The checkpoint's audio tokenizer (path from its record unless overridden; fingerprint checked)."""
-    from .tokenizers import load_tokenizer
+    from .generate import load_recorded_tokenizer
 
-    rec = (ckpt.get("tokenizers") or {}).get("audio") or {}
-    path = override or rec.get("path")
-    if not path:
-        raise ValueError("the checkpoint records no audio tokenizer path; pass --audio-tokenizer")
-    tok = load_tokenizer(path, rec.get("kind", "patch-kmeans"), modality=rec.get("modality", "audio"))
-    if rec.get("fingerprint") and tok.fingerprint != rec["fingerprint"]:
-        raise ValueError(f"{path}: fingerprint {tok.fingerprint[:12]}… differs from the checkpoint's "
-                         f"{rec['fingerprint'][:12]}…; these are not the tokens the model was trained on")
-    return tok
+    return load_recorded_tokenizer((ckpt.get("tokenizers") or {}).get("audio") or {}, "audio", override)
 
 
 @torch.no_grad()
@@ -285,11 +277,13 @@ def wav_names(video_ids: list[str]) -> list[str]:
     Never a path: ids such as `../../x`, `/abs/x` or `nested/dir/clip` all become plain names inside
     the folder; `index.csv` beside them maps each name back to its video id.
     """
-    names = []
-    for i, vid in enumerate(video_ids):
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", vid).strip("._")[:80] or "clip"
-        names.append(f"{i:05d}_{slug}.wav")
-    return names
+    return [f"{clip_stem(i, vid)}.wav" for i, vid in enumerate(video_ids)]
+
+
+def clip_stem(i: int, video_id: str) -> str:
+    """`NNNNN_<id>` with anything but [A-Za-z0-9._-] in the id replaced: a plain, unique file-name stem."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("._")[:80] or "clip"
+    return f"{i:05d}_{slug}"
 
 
 def check_wav_dir(wav_dir: str | os.PathLike, video_ids: list[str]) -> None:

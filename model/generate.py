@@ -70,7 +70,8 @@ def parse_time_range(text: str) -> tuple[float, float]:
     return start, end
 
 
-def _load_recorded_tokenizer(record: dict[str, Any], modality: str, override: str | os.PathLike | None) -> Any:
+def load_recorded_tokenizer(record: dict[str, Any], modality: str, override: str | os.PathLike | None) -> Any:
+    """The tokenizer a checkpoint records (or the `override` file), refused unless its fingerprint matches."""
     path = Path(override) if override is not None else Path(record.get("path", ""))
     flag = f"--{modality}-tokenizer"
     if not path.is_file():
@@ -100,8 +101,8 @@ def load_bundle(checkpoint: str | os.PathLike, image_tokenizer: str | os.PathLik
     records = ckpt.get("tokenizers") or {}
     if "image" not in records or "audio" not in records:
         raise GenerateError(f"{checkpoint}: the checkpoint records no image/audio tokenizers")
-    img_tok = _load_recorded_tokenizer(records["image"], "image", image_tokenizer)
-    aud_tok = _load_recorded_tokenizer(records["audio"], "audio", audio_tokenizer)
+    img_tok = load_recorded_tokenizer(records["image"], "image", image_tokenizer)
+    aud_tok = load_recorded_tokenizer(records["audio"], "audio", audio_tokenizer)
     model = model_from_checkpoint(ckpt, use_ema=use_ema)
     cfg = getattr(model, "cfg", None)
     for tok, name, size in ((img_tok, "image", getattr(cfg, "image_codebook", None)),

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,9 @@ from .checkpoint import (
 from .config import AVConfig, preset
 from .data import SampleStream, SplitData, chunk_start, load_split, seed_for
 from .files import folder_lock, write_json
+from .geometry import SAMPLE_RATE
 from .precision import autocast, dtype_name, peak_flops, resolve_device, resolve_precision
+from .previews import Previewer
 from .run_log import METRICS, RunLog, TrainRow
 from .token_scores import HeldOutScores, held_out_scores
 from .token_shards import ShardError
@@ -86,6 +88,10 @@ class TrainConfig:
     peak_tflops: float | None = None  # for MFU where the device is not in PEAK_TFLOPS (e.g. CPU)
     train_split: str = "train"
     eval_split: str = "test"
+    log: str = "none"  # also "tensorboard" (the CLI's default) or "wandb" (offline); metrics.jsonl always
+    sample_every: int = 0  # previews every N steps (0 = none)
+    preview_clips: int = 4  # held-out clips previewed
+    preview_steps: int = 12  # sampler steps per preview
 
 
 @dataclass
@@ -188,14 +194,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainSummary:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        with folder_lock(cfg.out, "avtok train") if procs.master else nullcontext():
-            return _train(cfg, procs, device, log if procs.master else (lambda _msg: None))
+        with ExitStack() as stack:
+            if procs.master:
+                stack.enter_context(folder_lock(cfg.out, "avtok train"))
+            return _train(cfg, procs, device, log if procs.master else (lambda _msg: None), stack)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, procs: Procs, device: torch.device, say: Callable[[str], None]) -> TrainSummary:
+def _train(cfg: TrainConfig, procs: Procs, device: torch.device, say: Callable[[str], None],
+           stack: ExitStack) -> TrainSummary:
     out = Path(cfg.out)
     data = load_split(cfg.shards, cfg.train_split, cfg.verify_checksums)
     test = load_eval_split(cfg)
@@ -214,10 +223,12 @@ def _train(cfg: TrainConfig, procs: Procs, device: torch.device, say: Callable[[
     point = open_run(cfg, out, procs.master, say)
     if point is not None:
         resume_from(point, state, resolved, data.index, say)
-    runlog = RunLog(out, enabled=procs.master)
     if procs.master:
         write_json(out / "config.json", {"train": resolved, "model": mcfg.to_dict()})
-        runlog.start(state.step, str(point.path) if point else None, resolved)
+    runlog = stack.enter_context(closing(RunLog(out, cfg.log, procs.master, {"train": resolved, "model": mcfg.to_dict()},
+                                                state.step if point else None)))
+    runlog.start(state.step, str(point.path) if point else None)
+    previewer = make_previewer(cfg, test, data.index, device, procs.master, state.step, plan.end, say)
     model: torch.nn.Module = torch.compile(state.model) if cfg.compile else state.model
     if procs.world > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
@@ -264,9 +275,11 @@ def _train(cfg: TrainConfig, procs: Procs, device: torch.device, say: Callable[[
             say(f"eval step {state.step} | i2a nll {scores.i2a_nll:.3f} acc {scores.i2a_acc:.3f} | "
                 f"a2i nll {scores.a2i_nll:.3f} acc {scores.a2i_acc:.3f} | "
                 f"uncond audio nll {scores.uncond_audio_nll:.3f}")
+        if previewer is not None and state.step % cfg.sample_every == 0:
+            with ema_weights(list(state.model.parameters()), state.ema):
+                runlog.previews(state.step, previewer(state.model, state.step, out, amp), SAMPLE_RATE)
         if procs.master and (state.step % cfg.ckpt_every == 0 or last_step):
             save(out, state, resolved, data.index, scores, cfg.keep_last)
-    runlog.close()
     elapsed = time.perf_counter() - t0
     summary = TrainSummary(
         step=state.step, steps_run=len(losses), losses=losses, final_loss=losses[-1] if losses else None,
@@ -286,6 +299,21 @@ def load_eval_split(cfg: TrainConfig) -> SplitData | None:
     try:
         return load_split(cfg.shards, cfg.eval_split, verify_checksums=False)
     except ShardError:
+        return None
+
+
+def make_previewer(cfg: TrainConfig, test: SplitData | None, index: dict[str, Any], device: torch.device,
+                   master: bool, start: int, end: int, say: Callable[[str], None]) -> Previewer | None:
+    """The sample previewer (rank 0, --sample-every > 0), or None with the reason said once."""
+    if not master or cfg.sample_every <= 0 or start // cfg.sample_every == end // cfg.sample_every:
+        return None  # (no multiple of sample_every in (start, end]: nothing to preview in this call)
+    if test is None:
+        say(f"previews off: the token folder has no {cfg.eval_split!r} split")
+        return None
+    try:
+        return Previewer(test, index, cfg.preview_clips, device, steps=cfg.preview_steps, seed=cfg.seed)
+    except ValueError as e:
+        say(f"previews off: the shards' tokenizers cannot be loaded here ({e})")
         return None
 
 
@@ -393,7 +421,7 @@ def clear_run(out: Path) -> None:
     """Delete what a run writes into `out` (checkpoints, last.pt, metrics, config, samples, dashboards)."""
     import shutil
 
-    for p in [*checkpoint_files(out), out / "last.pt", out / METRICS, out / "config.json"]:
+    for p in [*checkpoint_files(out), out / "last.pt", out / METRICS, out / "config.json", out / "wandb-run-id"]:
         if p.is_symlink() or p.exists():
             p.unlink()
     for d in ("samples", "tensorboard", "wandb"):

@@ -20,13 +20,7 @@ from click.testing import CliRunner
 CB = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models are faster on one thread than on two contended ones; restored afterwards
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tokens(tmp_path, n=6):

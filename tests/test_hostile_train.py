@@ -21,13 +21,7 @@ from avtok.model.transformer import AVTransformer
 from click.testing import CliRunner
 from synth_tokens import write_synthetic
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def run_cli(*args: str):
 
 def train_args(tokens: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["train", "--shards", tokens, "--out", out, "--preset", "tiny", "--steps", str(steps), "--batch-size", "2",
-            "--ckpt-every", "2", "--log-every", "1", "--eval-every", "1000", "--device", "cpu", *extra]
+            "--ckpt-every", "2", "--log-every", "1", "--eval-every", "1000", "--device", "cpu", "--log", "none", *extra]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

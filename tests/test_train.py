@@ -19,12 +19,7 @@ def quiet(_msg: str) -> None:
     pass
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
@@ -161,3 +156,25 @@ def test_cli_trains_and_checkpoint_loads(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt: not an avtok checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_one_precision_resolver_for_train_and_generate(monkeypatch):
+    """auto: fp32 on CPU, fp16 on V100 (sm70, GradScaler in training), bf16 on A100/H100/H200 (sm80+)."""
+    from avtok.model import precision as P
+    from avtok.model.generate import GenerateError, autocast_for
+
+    assert P.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert isinstance(autocast_for("auto", torch.device("cpu")), type(P.autocast(torch.float32, torch.device("cpu"))))
+    cuda = torch.device("cuda:0")
+    for cap, want in (((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(P.torch.cuda, "get_device_capability", lambda _d, c=cap: c)
+        assert P.resolve_precision("auto", cuda) == want
+        assert autocast_for("auto", cuda).fast_dtype == want  # generate agrees with training
+    assert P.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(P.DeviceError, match="fp8"):
+        P.resolve_precision("fp8", torch.device("cpu"))
+    with pytest.raises(GenerateError, match="fp8"):
+        autocast_for("fp8", torch.device("cpu"))
+    with pytest.raises(P.DeviceError, match="banana"):
+        P.resolve_device("banana")
