@@ -6,7 +6,8 @@
 Prints, per preset and precision: samples/s, seconds per batch, and the FLOP floor beside it:
 forward FLOPs per sequence (model.transformer.flops_per_sample, inference: nothing dropped) × 2
 sequences (CFG) × T steps per sample, and the samples/s that would take at the device's dense peak
-(the ceiling) with the achieved fraction of it (MFU). On CPU give --peak-tflops to get a ceiling.
+(the ceiling) with the achieved fraction of it (MFU). On CPU the peak is the measured fp32 matmul rate
+unless --peak-tflops is given. `measure_sample` is also what bench/gpu_suite.py runs.
 """
 
 from __future__ import annotations
@@ -18,24 +19,19 @@ import time
 import torch
 from avtok.model.config import preset
 from avtok.model.geometry import IMAGE_TOKENS as N_IMAGE
-from avtok.model.precision import PEAK_TFLOPS
 from avtok.model.sampler import sample
 from avtok.model.transformer import AVTransformer, flops_per_sample, num_params
+from common import Deadline, device_name, peak_flops_for, sync
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def peak_tflops(device: torch.device, override: float | None) -> float | None:
-    if override is not None:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-
-
-def run(name: str, precision: str, batch: int, steps: int, cfg: float, device: torch.device, repeat: int,
-        peak: float | None, compile_model: bool = False) -> dict:
+def measure_sample(name: str, precision: str, batch: int, steps: int, cfg: float, device: torch.device,
+                   repeat: int, peak: float | None, compile_model: bool = False,
+                   deadline: Deadline | None = None) -> dict:
+    """image->audio samples/s (best of `repeat` after a T=2 warm-up; fewer once `deadline` has passed)
+    beside the FLOP floor; `peak` in TFLOP/s gives the ceiling and MFU."""
+    deadline = deadline or Deadline()
     torch.manual_seed(0)
     config = preset(name)
     model = AVTransformer(config).to(device).eval()
@@ -48,22 +44,26 @@ def run(name: str, precision: str, batch: int, steps: int, cfg: float, device: t
 
     def once(t: int) -> float:
         gen.manual_seed(0)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         with torch.inference_mode():
             sample(model, "image2audio", image_tokens=tokens, steps=t, cfg=cfg, generator=gen)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         return time.perf_counter() - start
 
     once(2)  # warm-up: kernels, allocator, compilation
-    secs = min(once(steps) for _ in range(repeat))
+    times = []
+    for _ in range(repeat):
+        times.append(once(steps))
+        if deadline.passed():
+            break
+    secs = min(times)
     flop = flops_per_sample(config, training=False) * (2 if cfg != 0 else 1) * steps
     rate = batch / secs
-    row = {"preset": name, "precision": precision, "batch": batch, "steps": steps, "params_M": num_params(model) / 1e6,
-           "seconds": secs, "samples_per_s": rate, "tflop_per_sample": flop / 1e12,
-           "achieved_tflops": rate * flop / 1e12}
+    row = {"preset": name, "precision": precision, "batch": batch, "steps": steps, "cfg": cfg,
+           "compiled": compile_model, "params_M": num_params(model) / 1e6, "seconds": secs, "reps": len(times),
+           "samples_per_s": rate, "tflop_per_sample": flop / 1e12, "achieved_tflops": rate * flop / 1e12,
+           "device": device_name(device)}
     if peak is not None:
         row["ceiling_samples_per_s"] = peak * 1e12 / flop
         row["mfu"] = row["achieved_tflops"] / peak
@@ -86,7 +86,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    peak = peak_tflops(device, args.peak_tflops)
+    peak_flops = peak_flops_for(device, args.peak_tflops)
+    peak = peak_flops / 1e12 if peak_flops else None
     with contextlib.suppress(Exception):
         torch.backends.cuda.matmul.allow_tf32 = True
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -94,7 +95,7 @@ def main() -> None:
           + ("" if device.type == "cuda" else "  [CPU run: batch and timings are not the GPU target]"))
     for name in args.preset:
         for precision in args.precision:
-            r = run(name, precision, args.batch, args.steps, args.cfg, device, args.repeat, peak, args.compile)
+            r = measure_sample(name, precision, args.batch, args.steps, args.cfg, device, args.repeat, peak, args.compile)
             ceiling = (f"ceiling {r['ceiling_samples_per_s']:.1f} samples/s at {peak:g} TFLOP/s, MFU {r['mfu']:.1%}"
                        if peak is not None else "no peak known (pass --peak-tflops)")
             print(f"{name:5s} {precision:4s} {r['params_M']:7.1f}M params: {r['samples_per_s']:8.2f} samples/s "

@@ -5,47 +5,54 @@
 
 One full training step as in avtok train (masking + drop, autocast, GradScaler for fp16, clip 3.0,
 fused AdamW on GPU) on random tokens. Each mode runs in the same process, so the printed ratio to the
-first mode compares like with like. MFU = FLOPs per sample (facts/method.md §3.7, ×3 for training) ×
+first mode compares like with like. MFU = FLOPs per sample (docs/method.md, "Size and cost"; ×3 for training) ×
 samples/s / peak; on CPU the peak is measured with a large fp32 matmul unless --peak-tflops is given.
+`measure_train` is also what bench/gpu_suite.py runs (one implementation for both).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
+from collections.abc import Callable
 
 import torch
-from avtok.model.config import preset
-from avtok.model.precision import peak_flops, resolve_device, resolve_precision
+import torch.distributed as dist
+from avtok.model.config import AVConfig, preset
+from avtok.model.precision import resolve_device
 from avtok.model.train import TrainConfig, make_optimizer
 from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params
+from common import (
+    Deadline,
+    device_name,
+    peak_flops_for,
+    peak_memory,
+    reset_peak_memory,
+    resolve_precision,
+    sync,
+)
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def cpu_matmul_peak(n: int = 1024, reps: int = 10) -> float:
-    """Achieved fp32 matmul FLOP/s on this CPU (the practical peak for CPU MFU)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t)
-
-
-def run(args: argparse.Namespace, mode: str) -> dict:
-    device = resolve_device(args.device, 0)
-    dtype = resolve_precision(args.precision, device)
-    cfg = preset(args.preset, grad_checkpoint=args.grad_checkpoint)
+def train_step(preset_name: str, batch: int, precision: str, mode: str, grad_checkpoint: bool,
+               device: torch.device, backend: str = "inductor") -> tuple[Callable[[], None], AVConfig, AVTransformer, torch.dtype]:
+    """Build model, optimizer and random tokens; return one optimizer step as a closure. Under an
+    initialized process group the model is wrapped in DDP, as avtok train does for torchrun. `backend`:
+    torch.compile's (aot_eager traces the same graphs without code generation: the CPU smoke test)."""
+    dtype = resolve_precision(precision, device)
+    cfg = preset(preset_name, grad_checkpoint=grad_checkpoint)
     torch.manual_seed(0)
     raw = AVTransformer(cfg).to(device)
-    model = torch.compile(raw) if mode == "compile" else raw
+    model: torch.nn.Module = torch.compile(raw, backend=backend) if mode == "compile" else raw
+    if dist.is_available() and dist.is_initialized():
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     opt = make_optimizer(raw, 1e-4, TrainConfig(shards="", out=""), device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    b = args.batch
-    img = torch.randint(0, cfg.image_codebook, (b, cfg.image_tokens), device=device)
-    aud = torch.randint(0, cfg.audio_codebook, (b, cfg.audio_tokens), device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
+    img = torch.randint(0, cfg.image_codebook, (batch, cfg.image_tokens), device=device)
+    aud = torch.randint(0, cfg.audio_codebook, (batch, cfg.audio_tokens), device=device)
+    # masks: own generator in eager mode; compiled graphs take the global RNG (as model/train.py does)
+    gen = None if mode == "compile" else torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
         with autocast:
@@ -57,32 +64,56 @@ def run(args: argparse.Namespace, mode: str) -> dict:
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t = time.perf_counter()
-    for _ in range(args.warmup):
+    return step, cfg, raw, dtype
+
+
+def time_steps(step: Callable[[], None], device: torch.device, warmup: int, steps: int,
+               deadline: Deadline) -> tuple[float, float, int]:
+    """(warm-up seconds, seconds per timed step, timed steps). Stops timing early once the deadline has
+    passed, after at least one step, so a slow configuration reports what it measured."""
+    t = _now(device)
+    for _ in range(warmup):
         step()
-    sync()
-    warm_s = time.perf_counter() - t
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    for _ in range(args.steps):
+    sync(device)
+    warm_s = _now(device) - t
+    reset_peak_memory(device)
+    t = _now(device)
+    done = 0
+    while done < steps:
         step()
-    sync()
-    dt = (time.perf_counter() - t) / args.steps
-    sps = b / dt
+        done += 1
+        if deadline.passed():
+            break
+    sync(device)
+    return warm_s, (_now(device) - t) / done, done
+
+
+def _now(device: torch.device) -> float:
+    """Host clock after the device's queued work (device work is asynchronous)."""
+    sync(device)
+    return time.perf_counter()
+
+
+def measure_train(preset_name: str = "tiny", batch: int = 16, precision: str = "auto", mode: str = "eager",
+                  grad_checkpoint: bool = False, steps: int = 5, warmup: int = 2,
+                  device: torch.device | str = "auto", peak_tflops: float | None = None,
+                  deadline: Deadline | None = None, backend: str = "inductor") -> dict:
+    """Throughput, MFU and peak memory of `steps` training steps after `warmup` (compilation) steps."""
+    device = resolve_device(str(device), 0) if not isinstance(device, torch.device) else device
+    step, cfg, raw, dtype = train_step(preset_name, batch, precision, mode, grad_checkpoint, device, backend)
+    warm_s, dt, done = time_steps(step, device, warmup, steps, deadline or Deadline())
+    sps = batch / dt
     fps = flops_per_sample(cfg)
-    peak = peak_flops(device, args.peak_tflops)
-    if peak is None and device.type == "cpu":
-        peak = cpu_matmul_peak()
-    mem = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
-           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-    return {"mode": mode, "ms_per_step": 1e3 * dt, "samples_per_s": sps,
+    peak = peak_flops_for(device, peak_tflops)
+    mem = peak_memory(device)
+    return {"preset": preset_name, "mode": mode if mode == "eager" else f"{mode} ({backend})", "batch": batch, "grad_checkpoint": grad_checkpoint,
+            "ms_per_step": 1e3 * dt, "samples_per_s": sps,
             "tokens_per_s": sps * (cfg.image_tokens + cfg.audio_tokens), "tflops": fps * sps / 1e12,
             "mfu": fps * sps / peak if peak else None, "peak_tflops": peak / 1e12 if peak else None,
-            "peak_mem_gib": mem, "warmup_s": warm_s, "params": num_params(raw), "enc_tokens": n_encoder_tokens(cfg),
-            "gflop_per_sample": fps / 1e9, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else "cpu", "precision": str(dtype).split(".")[-1]}
+            "peak_mem_gib": mem.get("peak_alloc_gib", mem.get("max_rss_gib")), **mem, "warmup_s": warm_s,
+            "steps_timed": done, "steps_planned": steps, "params": num_params(raw),
+            "enc_tokens": n_encoder_tokens(cfg), "gflop_per_sample": fps / 1e9, "device": device_name(device),
+            "precision": str(dtype).split(".")[-1]}
 
 
 def main() -> None:
@@ -102,7 +133,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     base = None
     for mode in args.modes.split(","):
-        r = run(args, mode)
+        r = measure_train(args.preset, args.batch, args.precision, mode, args.grad_checkpoint, args.steps,
+                          args.warmup, args.device, args.peak_tflops)
         base = base or r["samples_per_s"]
         mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:.3g} TF" if r["mfu"] is not None else "n/a"
         print(f"{args.preset} {r['precision']} batch {args.batch} {mode} on {r['device']}: "

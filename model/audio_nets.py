@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -256,11 +255,3 @@ def vggish_embeddings(model: VGGish, waves: list[np.ndarray], sr: int) -> np.nda
             out.append(model(torch.from_numpy(ex)[:, None]).numpy())
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
-
-@dataclass
-class AudioNetInfo:
-    """What produced a metric: recorded next to every number in eval output."""
-
-    name: str
-    path: str
-    sha256: str

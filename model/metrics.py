@@ -1,4 +1,4 @@
-"""Closed-form distribution metrics, computed the way audioldm_eval 0.0.3 computes them (facts eval.md §2d).
+"""Closed-form distribution metrics, computed the way audioldm_eval 0.0.3 computes them (docs/method.md, "Evaluation").
 
 * Fréchet distance of two feature sets: unbiased covariance (float64), `scipy.linalg.sqrtm(Σ1·Σ2)`,
   1e-6·I added to both covariances if the root is not finite, imaginary diagonal > 1e-3 is an error.

@@ -1,4 +1,4 @@
-"""MaskGIT-style iterative decoding with classifier-free guidance (facts/method.md §2.1, §2.4).
+"""MaskGIT-style iterative decoding with classifier-free guidance (docs/method.md, "Sampling").
 
 One loop serves every task. Image and audio tokens are laid out as one sequence of 256 + 265
 positions; each position is *known* (given, never changes) or a *target* (to be generated; it
@@ -97,36 +97,14 @@ def _draw_gumbel(shape: tuple[int, ...], generator: torch.Generator | None, devi
     return -torch.log(-torch.log(u))
 
 
-@torch.no_grad()
-def sample(
-    model: torch.nn.Module,
-    task: str,
-    image_tokens: torch.Tensor | None = None,
-    audio_tokens: torch.Tensor | None = None,
-    steps: int = 30,
-    cfg: float = 3.0,
-    cfg_schedule: str = "constant",
-    choice_temperature: float = 4.5,
-    generator: torch.Generator | None = None,
-    audio_hole: torch.Tensor | None = None,
-    num_samples: int | None = None,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
+def _task_setup(
+    task: str, image_tokens: torch.Tensor | None, audio_tokens: torch.Tensor | None,
+    audio_hole: torch.Tensor | None, num_samples: int | None, n_img: int, n_aud: int, device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str | None]:
+    """Check a task's inputs; return (image, audio, image target, audio target, condition modality).
 
-    task: "image2audio" (needs image_tokens), "audio2image" (needs audio_tokens), "joint" (needs
-    num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
-    and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
-    cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
-    the confidence. generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
-    image_known, audio_known) sees the known masks after each step (progress, tests).
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    device = _model_device(model)
-    n_img, n_aud = model.cfg.image_tokens, model.cfg.audio_tokens
+    A target mask marks the positions to generate; the condition modality is what the unconditional
+    pass masks out (None: nothing to guide by)."""
     img = _as_batch(image_tokens, n_img, "image_tokens")
     aud = _as_batch(audio_tokens, n_aud, "audio_tokens")
 
@@ -167,6 +145,43 @@ def sample(
         if tuple(hole.shape) != (batch, n_aud):
             raise ValueError(f"audio_hole must have shape [{n_aud}] or [{batch}, {n_aud}], got {tuple(hole.shape)}")
         target_i, target_a, cond_modality = ~ones_i, hole.clone(), "image"
+
+    return img, aud, target_i, target_a, cond_modality
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    task: str,
+    image_tokens: torch.Tensor | None = None,
+    audio_tokens: torch.Tensor | None = None,
+    steps: int = 30,
+    cfg: float = 3.0,
+    cfg_schedule: str = "constant",
+    choice_temperature: float = 4.5,
+    generator: torch.Generator | None = None,
+    audio_hole: torch.Tensor | None = None,
+    num_samples: int | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
+
+    task: "image2audio" (needs image_tokens), "audio2image" (needs audio_tokens), "joint" (needs
+    num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
+    and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
+    cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
+    the confidence. generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
+    image_known, audio_known) sees the known masks after each step (progress, tests).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    device = _model_device(model)
+    n_img = model.cfg.image_tokens
+    img, aud, target_i, target_a, cond_modality = _task_setup(
+        task, image_tokens, audio_tokens, audio_hole, num_samples, n_img, model.cfg.audio_tokens, device)
+    n_aud = aud.shape[1]
 
     tokens = torch.cat([img, aud], dim=1)  # [B, 521]
     target = torch.cat([target_i, target_a], dim=1)

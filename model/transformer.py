@@ -1,4 +1,4 @@
-"""The audio-visual masked transformer (Visual Echoes, MAGE-style encoder/decoder), DESIGN §4.
+"""The audio-visual masked transformer (Visual Echoes, MAGE-style encoder/decoder); docs/method.md.
 
 One bidirectional transformer over 256 image tokens followed by 265 audio tokens. Each modality has its
 own embedding table of codebook+1 rows (the last row is [MASK]); the output layer reuses that table
@@ -267,7 +267,7 @@ def n_encoder_tokens(cfg: AVConfig) -> int:
 
 
 def flops_per_sample(cfg: AVConfig, training: bool = True) -> float:
-    """Matmul FLOPs per sample (facts/method.md §3.7): forward, ×3 for a training step.
+    """Matmul FLOPs per sample (docs/method.md, "Size and cost"): forward, ×3 for a training step.
 
     Per block on n tokens 24·d²·n + 4·n²·d; plus decoder_embed 2·d·dd·n_enc, MLM fc 2·dd·d·n_dec and the
     tied logits 2·d·(256·image_codebook + 265·audio_codebook). Inference uses the full length in the encoder.
@@ -282,10 +282,5 @@ def flops_per_sample(cfg: AVConfig, training: bool = True) -> float:
     return float(3 * fwd if training else fwd)
 
 
-def mask_id(cfg: AVConfig, modality: str) -> int:
-    """The [MASK] id of a modality (= its codebook size)."""
-    return cfg.image_codebook if modality == "image" else cfg.audio_codebook
-
-
 __all__ = ["AVConfig", "AVTransformer", "flops_per_sample", "num_params", "param_groups", "truncated_normal",
-           "sample_masks", "mask_id"]
+           "sample_masks"]

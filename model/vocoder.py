@@ -1,13 +1,13 @@
 """spec01 mel -> waveform: SpecVQGAN's MelGAN generator, or Griffin-Lim through the analytic inverse.
 
-MelGAN (facts/tokenizers.md §4.1): Generator(80, ngf=32, n_residual_layers=3), upsampling ratios
+MelGAN (docs/formats.md, "Published weights"): Generator(80, ngf=32, n_residual_layers=3), upsampling ratios
 8·8·2·2 = 256, old-style weight norm (`weight_g`/`weight_v` keys, 126 of them), fed spec01 in
 [0, 1] directly; T mel frames -> T·256 samples at 22050 Hz. The published `best_netG.pt` is a plain
 state dict and loads strictly.
 
-HiFi-GAN V1 (facts §4.2) loads too (234 keys); spec01 is converted to its natural-log mel first.
+HiFi-GAN V1 (same section) loads too (234 keys); spec01 is converted to its natural-log mel first.
 
-Griffin-Lim (facts §3.3): spec01 -> dB -> mel magnitude -> non-negative least-squares inverse of the
+Griffin-Lim (docs/formats.md, "The mel recipe"): spec01 -> dB -> mel magnitude -> non-negative least-squares inverse of the
 Slaney mel basis -> STFT magnitude -> 32 fast Griffin-Lim iterations with torch.stft/istft.
 """
 
@@ -129,7 +129,7 @@ class HiFiResBlock1(nn.Module):
 
 
 class HiFiGANGenerator(nn.Module):
-    """HiFi-GAN V1 (facts/tokenizers.md §4.2): 234 keys, 13,936,130 parameters; input natural-log mel."""
+    """HiFi-GAN V1 (docs/formats.md, "Published weights"): 234 keys, 13,936,130 parameters; input natural-log mel."""
 
     RATES, KERNELS, RES_KERNELS = (8, 8, 2, 2), (16, 16, 4, 4), (3, 7, 11)
 
@@ -193,7 +193,7 @@ def load_hifigan(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 def spec01_to_mel(spec01: torch.Tensor) -> torch.Tensor:
-    """Invert the spec01 normalisation: clip((20·log10(mel)+80)/100) -> mel magnitude (facts §3.3)."""
+    """Invert the spec01 normalisation: clip((20·log10(mel)+80)/100) -> mel magnitude (docs/formats.md)."""
     return torch.pow(10.0, (spec01 * 100.0 - 80.0) / 20.0)
 
 

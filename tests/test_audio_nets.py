@@ -1,4 +1,4 @@
-"""Cnn14 and VGGish: published key layouts load strictly, shapes, and front-ends per facts eval.md §2d."""
+"""Cnn14 and VGGish: published key layouts load strictly, shapes, and front-ends as in model/audio_nets.py's docstring."""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""The container images and cluster manifests in docker/, checked by parsing (no Docker engine here).
+"""docker/: the images, the compose cluster and the KubeRay manifest, checked for what makes them work.
 
-What must hold: the GPU image pins a PyTorch build that still runs on V100s (sm_70), both images
-install avtok exactly as README's set-up does and start `avtok`, and the compose/KubeRay clusters
-give Ray the shared memory, shared volume and auth token it needs.
+There is no Docker engine here, so nothing is built. Instead the files are parsed (dockerfile-parse,
+yaml) and checked against the repository and the tools they drive: every file an image copies exists
+and passes the build context's allowlist; the images install the torch build that README.md and
+.ci/run install, then avtok with extras pyproject.toml declares; the entry point is avtok's console
+script; every `ray` command line is one Ray's own CLI accepts; shared memory exceeds the object
+store; and every `avtok` command line shown in README.md or docker/README.md names a real
+sub-command and real options.
 """
 
 from __future__ import annotations
@@ -10,95 +14,117 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
+import click
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
+GUIDES = (ROOT / "README.md", DOCKER / "README.md")
 
-# PyTorch CUDA wheel indexes whose Linux x86 builds include sm_70 (Volta, V100) kernels. cu126 is the
-# newest: cu128 builds dropped sm_70 from release 2.11 on, and CUDA 13.x (cu130, cu132, ...) cannot
-# target Volta at all.
+# PyTorch CUDA wheel indexes whose Linux x86 builds include sm_70 (V100) kernels. cu126 is the newest:
+# cu128 builds dropped sm_70 from release 2.11 on, and CUDA 13 cannot target Volta at all.
 SM70_INDEXES = {"cu118", "cu121", "cu124", "cu126"}
-NO_SM70_INDEXES = re.compile(r"^cu(128|129|13\d)$")
-# torch releases published on the cu126 index: from 2.6 on; PyTorch's RFC for 2.15 (pytorch#190385)
-# removes the CUDA 12.6 builds, i.e. the last V100-capable wheels are 2.14.x.
+# torch releases on the cu126 index: 2.6 up to 2.14 (PyTorch plans to drop CUDA 12.6 builds in 2.15).
 CU126_TORCH = ((2, 6), (2, 14))
-# Python minor version that each base image's python3 has (Ray needs one minor version per cluster).
+# python3's minor version in each base image (Ray refuses nodes of different Python minor versions).
 BASE_PYTHON = {"ubuntu24.04": "3.12", "ubuntu22.04": "3.10"}
 
 
-def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with comments dropped and continuation lines joined."""
-    out: list[tuple[str, str]] = []
-    buf = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            buf += line[:-1] + " "
-            continue
-        buf += line
-        word, _, rest = buf.partition(" ")
-        out.append((word.upper(), " ".join(rest.split())))
-        buf = ""
-    assert not buf, f"{path}: dangling continuation line"
-    return out
+# --- parsing helpers -------------------------------------------------------------------------------
 
 
-def shell_commands(instructions: list[tuple[str, str]]) -> list[list[str]]:
-    """Every simple command of every RUN, split on && and ;, as argv lists, in order."""
-    cmds = []
-    for word, arg in instructions:
-        if word != "RUN":
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, value) of docker/Dockerfile.NAME in order, comments dropped."""
+    with open(DOCKER / f"Dockerfile.{name}", "rb") as f:
+        parser = DockerfileParser(fileobj=f)
+        return [(s["instruction"], s["value"]) for s in parser.structure if s["instruction"] != "COMMENT"]
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """Every simple command of a shell script, as argv lists: lines joined at `\\`, comments dropped,
+    split at `&&`, `||`, `;` and `|`. `$(which avtok)` counts as `avtok`."""
+    text = text.replace("\\\n", " ").replace("$(which avtok)", "avtok")
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        lexer = shlex.shlex(arg, posix=True, punctuation_chars=True)
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
         lexer.whitespace_split = True
         argv: list[str] = []
         for token in [*lexer, ";"]:
-            if token in ("&&", ";", "||"):
+            if token in ("&&", "||", ";", "|"):
                 if argv:
-                    cmds.append(argv)
+                    out.append(argv)
                 argv = []
             else:
                 argv.append(token)
-    return cmds
-
-
-def pip_installs(instructions: list[tuple[str, str]]) -> list[list[str]]:
-    """The arguments of every `pip install` (or `python -m pip install`), in order."""
-    out = []
-    for argv in shell_commands(instructions):
-        if argv[:2] == ["pip", "install"]:
-            out.append(argv[2:])
-        elif argv[1:4] == ["-m", "pip", "install"]:
-            out.append(argv[4:])
     return out
 
 
-def readme_setup() -> tuple[str, list[str]]:
-    """README's set-up line: the pinned torch version and the avtok install arguments."""
-    text = (ROOT / "README.md").read_text()
-    m = re.search(r"pip install torch==(\S+) && pip install ([^&\n]+?) &&", text)
-    assert m, "README's set-up line (pip install torch==X && pip install ... &&) not found"
-    return m.group(1), shlex.split(m.group(2))
+def bash_blocks(path: Path) -> list[str]:
+    """The bodies of the ```bash fences of a Markdown file."""
+    blocks, body, inside = [], [], False
+    for line in path.read_text().splitlines():
+        fence = line.strip()
+        if not inside and fence in ("```bash", "```sh"):
+            inside, body = True, []
+        elif inside and fence == "```":
+            inside = False
+            blocks.append("\n".join(body))
+        elif inside:
+            body.append(line)
+    return blocks
 
 
-def index_url(args: list[str]) -> str | None:
+def guide_commands(path: Path) -> list[list[str]]:
+    return [argv for block in bash_blocks(path) for argv in shell_commands(block)]
+
+
+def pip_installs(commands: list[list[str]]) -> list[list[str]]:
+    """Arguments of every `pip install` / `python -m pip install`, flags like -q dropped."""
+    out = []
+    for argv in commands:
+        if argv[:2] == ["pip", "install"]:
+            args = argv[2:]
+        elif len(argv) > 3 and argv[1:4] == ["-m", "pip", "install"]:
+            args = argv[4:]
+        else:
+            continue
+        out.append([a for a in args if a not in ("-q", "--quiet", "--upgrade", "-U")])
+    return out
+
+
+def torch_pins(commands: list[list[str]]) -> set[str]:
+    return {a.split("==", 1)[1] for args in pip_installs(commands) for a in args if a.startswith("torch==")}
+
+
+def run_commands(name: str) -> list[list[str]]:
+    return [argv for word, value in instructions(name) if word == "RUN" for argv in shell_commands(value)]
+
+
+def option(args: list[str], name: str) -> str | None:
     for i, a in enumerate(args):
-        if a == "--index-url":
+        if a == name:
             return args[i + 1]
-        if a.startswith("--index-url="):
+        if a.startswith(name + "="):
             return a.split("=", 1)[1]
     return None
 
 
-def pyproject() -> str:
-    # Read with regexes: tomllib is 3.11+ and avtok supports 3.10.
-    return (ROOT / "pyproject.toml").read_text()
+def pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
 
 
 def size_bytes(text: str | int) -> int:
@@ -110,168 +136,239 @@ def size_bytes(text: str | int) -> int:
     return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
 
 
-@pytest.fixture(scope="module", params=["gpu", "cpu"])
-def image(request):
-    path = DOCKER / f"Dockerfile.{request.param}"
-    return request.param, parse_dockerfile(path)
+def ray_cli(argv: list[str]) -> click.Context:
+    """Parse a `ray SUB ...` command line with Ray's own click CLI (fails on unknown options)."""
+    from ray.scripts.scripts import cli
+
+    assert argv[0] == "ray", argv
+    command = cli.commands.get(argv[1])
+    assert command is not None, f"`ray {argv[1]}` is not a Ray command"
+    return command.make_context(argv[1], list(argv[2:]))
+
+
+def avtok_command(argv: list[str]) -> tuple[click.Command, list[str]]:
+    """(the click command an `avtok ...` argv runs, its remaining arguments)."""
+    from avtok.cli.main import cli
+
+    command: click.Command = cli
+    args = list(argv)
+    ctx = click.Context(cli)
+    while isinstance(command, click.Group) and args and not args[0].startswith("-"):
+        sub = command.get_command(ctx, args[0])
+        assert sub is not None, f"`avtok {' '.join(argv)}`: no sub-command {args[0]!r}"
+        command, args = sub, args[1:]
+    return command, args
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["gpu", "cpu"])
+def image(request) -> str:
+    return request.param
 
 
 def test_gpu_image_pins_a_torch_cuda_pair_that_runs_on_v100():
-    instr = parse_dockerfile(DOCKER / "Dockerfile.gpu")
-    bases = [arg for word, arg in instr if word == "FROM"]
-    assert len(bases) == 1
-    m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-\w+-(ubuntu[\d.]+)", bases[0])
-    assert m, f"GPU base should be an nvidia/cuda 12.x image, got {bases[0]}"
-    assert int(m.group(1)) == 12, "CUDA 13 dropped Volta (sm_70): the V100 image must stay on CUDA 12.x"
-    torch_installs = [a for a in pip_installs(instr) if any(x.startswith("torch==") for x in a)]
-    assert len(torch_installs) == 1
-    url = index_url(torch_installs[0])
-    assert url and url.startswith("https://download.pytorch.org/whl/"), url
-    flavour = url.rstrip("/").rsplit("/", 1)[1]
-    # The acceptance criterion: a PyTorch/CUDA pair that still ships sm_70 kernels (cu126 here).
-    assert flavour in SM70_INDEXES and not NO_SM70_INDEXES.match(flavour), (
-        f"{flavour} wheels have no sm_70 (V100) kernels; use cu126")
-    assert flavour == "cu126"
-    (pin,) = [x.split("==", 1)[1] for x in torch_installs[0] if x.startswith("torch==")]
-    major_minor = tuple(int(x) for x in pin.split(".")[:2])
-    assert CU126_TORCH[0] <= major_minor <= CU126_TORCH[1], (
-        f"torch {pin} has no cu126 (sm_70) build; V100 support needs torch 2.6 ... 2.14")
-    # The wheel's CUDA must not be newer than the base image's (the build also asserts torch.version.cuda).
-    wheel_minor = int(flavour[4:])
-    assert (12, wheel_minor) <= (int(m.group(1)), int(m.group(2)))
-    assert any("torch.version.cuda" in arg and "12.6" in arg for word, arg in instr if word == "RUN")
+    (base,) = [v for w, v in instructions("gpu") if w == "FROM"]
+    m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-\w+-(ubuntu[\d.]+)", base)
+    assert m, f"the GPU base should be an nvidia/cuda image, got {base}"
+    assert int(m.group(1)) == 12, "CUDA 13 dropped Volta (sm_70): the V100 image must stay on CUDA 12"
+    (torch_args,) = [a for a in pip_installs(run_commands("gpu")) if any(x.startswith("torch==") for x in a)]
+    index = option(torch_args, "--index-url")
+    assert index and index.startswith("https://download.pytorch.org/whl/"), index
+    flavour = index.rstrip("/").rsplit("/", 1)[1]
+    assert flavour in SM70_INDEXES, f"{flavour} wheels have no sm_70 (V100) kernels"
+    (pin,) = torch_pins(run_commands("gpu"))
+    assert CU126_TORCH[0] <= tuple(int(x) for x in pin.split(".")[:2]) <= CU126_TORCH[1]
+    # the wheel's CUDA must not be newer than the base image's
+    assert (12, int(flavour[4:])) <= (int(m.group(1)), int(m.group(2)))
 
 
 def test_cpu_image_uses_the_cpu_torch_build():
-    instr = parse_dockerfile(DOCKER / "Dockerfile.cpu")
-    torch_installs = [a for a in pip_installs(instr) if any(x.startswith("torch==") for x in a)]
-    assert len(torch_installs) == 1
-    assert index_url(torch_installs[0]) == "https://download.pytorch.org/whl/cpu"
+    (torch_args,) = [a for a in pip_installs(run_commands("cpu")) if any(x.startswith("torch==") for x in a)]
+    assert option(torch_args, "--index-url") == "https://download.pytorch.org/whl/cpu"
 
 
-def test_images_install_avtok_like_the_readme(image):
-    name, instr = image
-    torch_version, avtok_args = readme_setup()
-    installs = pip_installs(instr)
-    torch_at = [i for i, a in enumerate(installs) if f"torch=={torch_version}" in a]
-    assert torch_at, f"{name}: torch=={torch_version} (README's pin) is not installed"
-    avtok_at = [i for i, a in enumerate(installs) if a == avtok_args]
-    assert avtok_at, f"{name}: no `pip install {' '.join(avtok_args)}` as in README"
-    # torch first, so that avtok's own `torch>=` requirement is met by the pinned CUDA/CPU build.
-    assert torch_at[0] < avtok_at[0]
-    # CI installs the same pin.
-    assert f"torch=={torch_version}" in (ROOT / ".ci" / "run").read_text()
-    # The editable install needs every folder that pyproject maps into the avtok namespace.
-    folders = {p.split("/")[0] for p in re.findall(r'^"avtok\.[\w.]+" = "([\w/]+)"', pyproject(), flags=re.M)}
-    assert folders == {"pipeline", "model", "cli"}
-    copied = set()
-    for word, arg in instr:
+def test_images_ci_and_readme_install_the_same_torch():
+    readme = torch_pins(guide_commands(ROOT / "README.md"))
+    ci = torch_pins(shell_commands((ROOT / ".ci" / "run").read_text()))
+    assert len(readme) == 1 and len(ci) == 1, (readme, ci)
+    assert torch_pins(run_commands("gpu")) == torch_pins(run_commands("cpu")) == readme == ci
+
+
+def test_image_installs_avtok_after_copying_what_pyproject_packages(image):
+    instr = instructions(image)
+    installs = [(i, args) for i, (w, v) in enumerate(instr) if w == "RUN"
+                for args in pip_installs(shell_commands(v))]
+    torch_at = min(i for i, args in installs if any(a.startswith("torch==") for a in args))
+    project = [(i, args) for i, args in installs if "-e" in args]
+    assert len(project) == 1, f"{image}: expected one editable install of the project, got {project}"
+    at, args = project[0]
+    assert torch_at < at, "torch first, so that avtok's `torch>=` requirement is met by the pinned build"
+    target = args[args.index("-e") + 1]
+    m = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+    assert m, f"{image}: installs {target!r}, not the project in the working directory"
+    extras = set(m.group(1).split(",")) if m.group(1) else set()
+    assert extras <= set(pyproject()["project"]["optional-dependencies"])
+    # CI installs the project with the same extras
+    ci_targets = [a[a.index("-e") + 1] for a in pip_installs(shell_commands((ROOT / ".ci" / "run").read_text()))
+                  if "-e" in a]
+    assert ci_targets == [target]
+    # everything the install needs was copied into the working directory before it
+    needed = {"pyproject.toml", "README.md"} | {p.split("/")[0] for p in
+                                                pyproject()["tool"]["setuptools"]["package-dir"].values()}
+    copied = {src.removeprefix("./").rstrip("/") for i, (w, v) in enumerate(instr) if w == "COPY" and i < at
+              for src in shlex.split(v)[:-1]}
+    assert needed <= copied, f"{image}: not copied before the install: {needed - copied}"
+
+
+def test_build_context_admits_every_copied_file(image):
+    rules = [ln.strip() for ln in (DOCKER / f"Dockerfile.{image}.dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+
+    def included(path: str) -> bool:  # Docker's rule: the last matching pattern wins
+        keep = True
+        for rule in rules:
+            pattern = rule.removeprefix("!").rstrip("/")
+            if fnmatch(path, pattern) or path.startswith(pattern + "/"):
+                keep = rule.startswith("!")
+        return keep
+
+    assert not included("runs/x/last.pt") and not included(".venv/bin/python"), "the context should be an allowlist"
+    for word, value in instructions(image):
         if word == "COPY":
-            srcs = shlex.split(arg)[:-1]
-            copied |= {s.removeprefix("./").rstrip("/") for s in srcs}
-    assert folders | {"pyproject.toml", "README.md"} <= copied, f"{name}: COPY misses {folders - copied}"
-    for folder in folders:
-        assert (ROOT / folder).is_dir()
+            for src in shlex.split(value)[:-1]:
+                src = src.removeprefix("./").rstrip("/")
+                assert (ROOT / src).exists(), f"{image}: COPY {src}: no such file in the repository"
+                assert included(src), f"{image}: COPY {src} is excluded by the .dockerignore"
 
 
-def test_build_context_admits_what_the_images_copy(image):
-    name, instr = image
-    rules = [ln.strip() for ln in (DOCKER / f"Dockerfile.{name}.dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    assert rules[0] == "*", "the context should be an allowlist (no data or runs sent to the builder)"
-    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    for word, arg in instr:
-        if word == "COPY":
-            for src in shlex.split(arg)[:-1]:
-                assert src.removeprefix("./").rstrip("/") in allowed, f"{name}: COPY {src} is excluded"
-
-
-def test_images_start_avtok(image):
-    name, instr = image
-    entry = [arg for word, arg in instr if word == "ENTRYPOINT"]
-    assert len(entry) == 1
-    assert json.loads(entry[0]) == ["avtok"], f"{name}: entry point should be exec-form [\"avtok\"]"
-    assert re.search(r'^avtok = "avtok\.cli\.main:cli"$', pyproject(), flags=re.M)
-    # The build fails early if the console script is broken.
-    assert any(argv[:2] == ["avtok", "--help"] for argv in shell_commands(instr))
+def test_image_runs_the_avtok_console_script_from_its_venv(image):
+    instr = instructions(image)
+    (entry,) = [json.loads(v) for w, v in instr if w == "ENTRYPOINT"]
+    assert entry == ["avtok"]
+    assert pyproject()["project"]["scripts"]["avtok"] == "avtok.cli.main:cli"
+    with open(DOCKER / f"Dockerfile.{image}", "rb") as f:
+        envs = DockerfileParser(fileobj=f).envs
+    venv = envs["VIRTUAL_ENV"]
+    assert envs["PATH"].split(":")[0] == f"{venv}/bin", "pip and avtok must resolve to the venv's"
+    assert ["python3", "-m", "venv", venv] in run_commands(image)
+    # the build fails early when the console script is broken
+    assert ["avtok", "--help"] in run_commands(image)
+    (cmd,) = [json.loads(v) for w, v in instr if w == "CMD"]
+    command, args = avtok_command(cmd)
+    assert set(args) <= {o for p in command.params for o in p.opts} | {"--help"}
 
 
 def test_both_images_share_one_python_minor_version():
-    gpu_base = next(arg for w, arg in parse_dockerfile(DOCKER / "Dockerfile.gpu") if w == "FROM")
-    cpu_base = next(arg for w, arg in parse_dockerfile(DOCKER / "Dockerfile.cpu") if w == "FROM")
-    gpu_py = BASE_PYTHON[gpu_base.rsplit("-", 1)[1]]
-    m = re.fullmatch(r"python:(\d+\.\d+)-slim-\w+", cpu_base)
+    gpu_base = next(v for w, v in instructions("gpu") if w == "FROM")
+    cpu_base = next(v for w, v in instructions("cpu") if w == "FROM")
+    m = re.fullmatch(r"python:(\d+)\.(\d+)-slim-\w+", cpu_base)
     assert m, cpu_base
-    assert gpu_py == m.group(1) == "3.12"
-    m = re.search(r'^requires-python = ">=3\.(\d+)"$', pyproject(), flags=re.M)
-    assert m and int(m.group(1)) <= 12, "the images' Python 3.12 must satisfy requires-python"
+    assert BASE_PYTHON[gpu_base.rsplit("-", 1)[1]] == f"{m.group(1)}.{m.group(2)}"
+    minimum = re.fullmatch(r">=(\d+)\.(\d+)", pyproject()["project"]["requires-python"])
+    assert (int(m.group(1)), int(m.group(2))) >= (int(minimum.group(1)), int(minimum.group(2)))
 
 
-def _option(argv: list[str], name: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == name:
-            return argv[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return None
+# --- the guides' command lines ---------------------------------------------------------------------
 
 
-def test_compose_cluster_has_head_workers_shared_volume_and_shm():
-    spec = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-    services = spec["services"]
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_avtok_command_in_the_guides_names_real_options(guide):
+    lines = [argv[argv.index("avtok") + 1:] for argv in guide_commands(guide) if "avtok" in argv]
+    assert lines, f"{guide}: no avtok command found in its bash blocks"
+    for argv in lines:
+        command, args = avtok_command(argv)
+        known = {o for p in command.params for o in [*p.opts, *p.secondary_opts]} | {"--help", "-h"}
+        for a in args:
+            if a.startswith("-") and not re.fullmatch(r"-\d.*", a):
+                assert a.split("=", 1)[0] in known, f"{guide.name}: `avtok {' '.join(argv)}`: unknown option {a}"
+
+
+# --- the compose cluster ---------------------------------------------------------------------------
+
+
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_head_and_workers_form_one_ray_cluster():
+    services = compose()["services"]
     head, worker = services["ray-head"], services["ray-worker"]
-    assert head["build"]["dockerfile"] == "docker/Dockerfile.cpu"
-    assert (DOCKER / head["build"]["context"] / head["build"]["dockerfile"]).resolve().is_file()
-    assert head["image"] == worker["image"] == "avtok-cpu:latest"
-    assert worker["build"] == head["build"]  # nothing to pull from a registry
-    h_argv, w_argv = head["entrypoint"], worker["entrypoint"]
-    assert h_argv[:3] == ["ray", "start", "--head"] and "--block" in h_argv
-    assert w_argv[:2] == ["ray", "start"] and "--block" in w_argv and "--head" not in w_argv
-    assert _option(w_argv, "--address") == f"ray-head:{_option(h_argv, '--port')}"
-    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
     for svc in (head, worker):
-        # Ray's object store lives in /dev/shm: it must fit, or Ray falls back to disk / refuses to start.
-        assert size_bytes(svc["shm_size"]) > size_bytes(_option(svc["entrypoint"], "--object-store-memory"))
-        assert "avtok-data:/data" in svc["volumes"]
-        env = svc["environment"]
-        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?")
-    assert "avtok-data" in spec["volumes"]
-    guide = (DOCKER / "README.md").read_text()
-    assert "avtok extract --videos /data/videos --out /data/extracted --address ray-head:6379" in guide
-    assert "shm" in guide
+        context = (DOCKER / svc["build"]["context"]).resolve()
+        assert context == ROOT and (context / svc["build"]["dockerfile"]).is_file()
+    assert head["image"] == worker["image"] and head["build"] == worker["build"]
+    h, w = ray_cli(head["entrypoint"]), ray_cli(worker["entrypoint"])
+    assert head["entrypoint"][1] == worker["entrypoint"][1] == "start"
+    assert h.params["head"] and h.params["block"] and w.params["block"] and not w.params["head"]
+    address = f"{head['hostname']}:{h.params['port']}"
+    assert w.params["address"] == address
+    kind, *check = head["healthcheck"]["test"]
+    assert kind == "CMD" and ray_cli(check).params["address"] == address
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    # the avtok commands the guides run against this cluster use its address
+    for guide in GUIDES:
+        for argv in guide_commands(guide):
+            if "compose" in argv and "exec" in argv and "avtok" in argv:
+                assert option(argv, "--address") == address, f"{guide.name}: {' '.join(argv)}"
 
 
-def test_kuberay_manifest():
+def test_compose_nodes_have_shm_for_the_object_store_and_the_shared_volume():
+    spec = compose()
+    for name, svc in spec["services"].items():
+        store = ray_cli(svc["entrypoint"]).params["object_store_memory"]
+        assert size_bytes(svc["shm_size"]) > store, f"{name}: /dev/shm smaller than Ray's object store"
+        mounts = dict(v.split(":", 1) for v in svc["volumes"])
+        assert {k for k, v in mounts.items() if v == "/data"} <= set(spec["volumes"]), name
+        assert "/data" in mounts.values()
+        assert svc["environment"]["RAY_AUTH_MODE"] == "token"
+
+
+def test_guides_export_every_variable_compose_requires():
+    required = set(re.findall(r"\$\{(\w+):\?", (DOCKER / "compose.yaml").read_text()))
+    assert "RAY_AUTH_TOKEN" in required
+    for guide in GUIDES:
+        text = "\n".join(bash_blocks(guide))
+        if "docker/compose.yaml up" not in text:
+            continue
+        exported = set(re.findall(r"^\s*export\s+(\w+)=", text, flags=re.M))
+        assert required <= exported, f"{guide.name} starts the compose cluster without {required - exported}"
+
+
+# --- KubeRay ---------------------------------------------------------------------------------------
+
+
+def test_kuberay_cluster_parses_as_ray_start_and_shares_data_and_shm():
     docs = list(yaml.safe_load_all((DOCKER / "kuberay.yaml").read_text()))
     pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     cluster = next(d for d in docs if d["kind"] == "RayCluster")
-    assert cluster["apiVersion"] == "ray.io/v1"
-    groups = [("head", cluster["spec"]["headGroupSpec"])] + [
-        (g["groupName"], g) for g in cluster["spec"]["workerGroupSpecs"]]
-    images = {}
+    head_spec = cluster["spec"]["headGroupSpec"]
+    groups = [("head", head_spec)] + [(g["groupName"], g) for g in cluster["spec"]["workerGroupSpecs"]]
+    (head_container,) = head_spec["template"]["spec"]["containers"]
+    gcs_port = next(p["containerPort"] for p in head_container["ports"] if p["name"] == "gcs")
+    built = {option(argv, "-t"): DOCKER.parent / option(argv, "-f")
+             for argv in guide_commands(DOCKER / "README.md") if argv[:2] == ["docker", "build"]}
     for name, group in groups:
+        params = group["rayStartParams"]
+        args = ["ray", "start", *(f"--{k}={v}" for k, v in params.items())] + (["--head"] if name == "head" else [])
+        store = ray_cli(args).params["object_store_memory"]
         pod = group["template"]["spec"]
         (container,) = pod["containers"]
-        images[name] = container["image"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
         shm = volumes[mounts["/dev/shm"]]["emptyDir"]
-        assert shm["medium"] == "Memory"
-        assert size_bytes(shm["sizeLimit"]) > int(group["rayStartParams"]["object-store-memory"])
+        assert shm["medium"] == "Memory" and size_bytes(shm["sizeLimit"]) > store
         env = {e["name"]: e for e in container["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
-        assert container["readinessProbe"]["exec"]["command"][:2] == ["ray", "health-check"]
-    assert images == {"head": "avtok-cpu:latest", "cpu": "avtok-cpu:latest", "gpu": "avtok-gpu:latest"}
-    gpu = next(g for n, g in groups if n == "gpu")
-    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-
-
-def test_readme_has_the_scale_sections():
-    text = (ROOT / "README.md").read_text()
-    heads = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert "Running on a Ray cluster" in heads and "Training on many GPUs" in heads
-    assert heads.index("Training on many GPUs") < heads.index("Layout")
-    assert "--address" in text and "torchrun" in text and "--resume" in text
+        assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+        host = "127.0.0.1" if name == "head" else f"{cluster['metadata']['name']}-head-svc"
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert ray_cli(container[probe]["exec"]["command"]).params["address"] == f"{host}:{gcs_port}"
+        repo, _, tag = container["image"].partition(":")
+        assert tag in ("", "latest") and built.get(repo, Path("/nonexistent")).is_file(), (
+            f"{name}: image {container['image']} is not built by docker/README.md")
+        if name == "gpu":
+            assert built[repo].name == "Dockerfile.gpu"
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1

@@ -1,4 +1,4 @@
-"""spec01 against a librosa reference computed here, per facts/tokenizers.md §3."""
+"""spec01 against a librosa reference computed here, per docs/formats.md, "The mel recipe"."""
 
 from __future__ import annotations
 

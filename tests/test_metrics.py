@@ -1,4 +1,4 @@
-"""Closed-form checks of the distribution metrics (facts eval.md §2d)."""
+"""Closed-form checks of the distribution metrics (as audioldm_eval 0.0.3 computes them)."""
 
 from __future__ import annotations
 

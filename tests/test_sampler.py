@@ -1,4 +1,4 @@
-"""The MaskGIT sampler: schedule, fixed tokens, guidance, seeding, inpainting (facts/method.md §2)."""
+"""The MaskGIT sampler: schedule, fixed tokens, guidance, seeding, inpainting (docs/method.md, "Sampling")."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def expected_revealed(n0: int, steps: int) -> list[int]:
-    """Tokens revealed per step by facts §2.1 step 6 (the last step's samples then fill the rest)."""
+    """Tokens revealed per step by the mask_len rule (docs/method.md, "Sampling") (the last step's samples then fill the rest)."""
     unknown, out = n0, []
     for t in range(steps):
         keep = max(1, min(unknown - 1, math.floor(n0 * math.cos(math.pi / 2 * (t + 1) / steps))))
@@ -69,7 +69,7 @@ def _run_recording(model, task, steps=30, **kw):
 
 
 def test_reference_counts_match_the_published_schedule() -> None:
-    # facts §2.1: N0=265, T=30 runs 1,1,2,2,4,...,14,13 counting the final fill of the last masked one
+    # docs/method.md: N0=265, T=30 runs 1,1,2,2,4,...,14,13 counting the final fill of the last masked one
     c = expected_revealed(265, 30)
     assert c[:5] == [1, 1, 2, 2, 4] and c[-2:] == [14, 12] and sum(c) == 264
     c15 = expected_revealed(265, 15)
@@ -134,7 +134,7 @@ def test_condition_tokens_untouched_and_uncond_masks_condition() -> None:
 
 
 def reference_unguided(model, image_tokens, steps, tau, gen):
-    """An independent, loop-per-sample transcription of facts §2.1 (image->audio, no guidance)."""
+    """An independent, loop-per-sample transcription of the loop in docs/method.md (image->audio, no guidance)."""
     b = image_tokens.shape[0]
     audio = torch.zeros(b, N_AUDIO, dtype=torch.long)
     known = torch.zeros(b, N_AUDIO, dtype=torch.bool)

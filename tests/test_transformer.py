@@ -44,7 +44,7 @@ def test_preset_parameter_formula_and_flops():
                 + 2 * (d * d + d + 2 * d + 1024) + 4 * d)
     with torch.device("meta"):
         assert num_params(AVTransformer(cfg)) == expected
-    # facts/method.md §3.7: 280.9 GFLOP forward, 0.843 TFLOP per training sample (261 encoder tokens)
+    # docs/method.md, "Size and cost": 280.9 GFLOP forward, 0.843 TFLOP per training sample (261 encoder tokens)
     d, ne, nd = 1024, 261, 521
     by_hand = (24 * (24 * d * d * ne + 4 * ne * ne * d) + 8 * (24 * d * d * nd + 4 * nd * nd * d)
                + 2 * d * d * ne + 2 * d * d * nd + 2 * d * 521 * 1024)
@@ -58,7 +58,7 @@ def test_truncated_normal_bounds_and_mean():
     g = torch.Generator().manual_seed(0)
     r = truncated_normal(200_000, 0.7, 0.25, 0.2, 1.0, g, "cpu")
     assert r.dtype == torch.float32 and r.min() >= 0.2 and r.max() <= 1.0
-    assert r.mean().item() == pytest.approx(0.659, abs=0.003)  # truncnorm mean (facts §1.1)
+    assert r.mean().item() == pytest.approx(0.659, abs=0.003)  # truncnorm mean (docs/method.md, "Training")
     assert (r < 0.5).float().mean().item() == pytest.approx(0.22, abs=0.005)
     again = truncated_normal(5, 0.7, 0.25, 0.2, 1.0, torch.Generator().manual_seed(0), "cpu")
     assert torch.equal(again, r[:5])

@@ -18,7 +18,7 @@ from torch import nn
 
 
 def published_layout(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random MelGAN state dict with the key names and shapes of SpecVQGAN's best_netG.pt (facts §4.1)."""
+    """A random MelGAN state dict with the key names and shapes of SpecVQGAN's best_netG.pt (docs/formats.md, "Published weights")."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
@@ -165,7 +165,7 @@ def test_griffin_lim_is_deterministic() -> None:
 
 
 def hifigan_layout(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random HiFi-GAN V1 generator weights with the published key names and shapes (facts §4.2)."""
+    """Random HiFi-GAN V1 generator weights with the published key names and shapes (docs/formats.md, "Published weights")."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 

@@ -1,6 +1,6 @@
 """The VQGAN used by taming `vqgan_imagenet_f16_1024` (frames) and SpecVQGAN's VGGSound codebook (mels).
 
-One module tree covers both (facts/tokenizers.md §1.4, §2.2): the same 343 state_dict keys, only the
+One module tree covers both (docs/formats.md, "Published weights"): the same 343 state_dict keys, only the
 input/output channel count (3 vs 1) and the resolution that places attention (16 vs 53) differ.
 The forward passes follow the reference code operation for operation, so that exact mode (fp32, no
 TF32) reproduces its indices; fast mode swaps in autocast convs, channels_last and SDPA attention and

@@ -66,7 +66,7 @@ class VQGANTokenizer:
         return self
 
     def record(self) -> dict:
-        """What token shards store about this tokenizer (INTERFACES.md)."""
+        """What token shards store about this tokenizer (docs/formats.md, "Token shards")."""
         return {"kind": self.kind, "fingerprint": self.fingerprint, "path": self.path,
                 "modality": self.modality, "codebook_size": self.codebook_size}
 

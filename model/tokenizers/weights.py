@@ -3,7 +3,8 @@
 Nothing is downloaded by avtok: `avtok weights` prints this table and `avtok weights --check DIR`
 verifies the files a user fetched (md5 where the authors published one, and in every case that the
 file loads as what it claims to be: key names and shapes of the published layout).
-Sources: facts/tokenizers.md §1.2 (taming), §2.4 (SpecVQGAN codebook), §4.1 (MelGAN), §5 (Melception).
+URLs and md5s are the ones the authors publish (taming-transformers and SpecVQGAN READMEs);
+docs/formats.md, "Published weights", describes what each file holds.
 """
 
 from __future__ import annotations
