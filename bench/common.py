@@ -7,12 +7,7 @@ import resource
 import time
 
 import torch
-from avtok.model.train import PEAK_TFLOPS
-
-try:  # the precision helper may move out of the training loop (model/precision.py); either home works
-    from avtok.model.precision import resolve_precision  # type: ignore[import-not-found]
-except ImportError:
-    from avtok.model.train import resolve_precision
+from avtok.model.precision import PEAK_TFLOPS, resolve_precision
 
 __all__ = ["Deadline", "cpu_matmul_peak", "device_name", "gpu_matmul_peak", "peak_flops_for", "peak_memory",
            "reset_peak_memory", "resolve_precision", "sync"]

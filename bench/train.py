@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from avtok.model.config import AVConfig, preset
-from avtok.model.train import TrainConfig, make_optimizer, resolve_device
+from avtok.model.precision import resolve_device
+from avtok.model.train import TrainConfig, make_optimizer
 from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params
 from common import (
     Deadline,

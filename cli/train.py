@@ -2,70 +2,125 @@
 
 from __future__ import annotations
 
-import ast
+import math
 from dataclasses import asdict, fields
 
 import click
 from avtok.model.config import PRESETS, AVConfig
 
-from .options import EXISTING_DIR, NON_NEG_INT, OUT_DIR, POS_INT, POSITIVE, SEED, UNIT, Device
+from .options import EXISTING_DIR, NON_NEG_INT, OUT_DIR, POS_INT, POSITIVE, UNIT, Device
 
 
 def _parse_sets(items: tuple[str, ...]) -> dict:
-    known = {f.name for f in fields(AVConfig)}
+    """KEY=VALUE pairs typed by AVConfig's field types (ranges are checked when the config is built)."""
+    types = {f.name: f.type for f in fields(AVConfig)}
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(known)}", param_hint="--set")
+        if not sep or key not in types:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(types)}", param_hint="--set")
+        kind = types[key] if isinstance(types[key], str) else types[key].__name__
         try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value  # plain strings such as drop_rule=clamp
+            out[key] = _typed(value.strip(), kind)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {key} takes a {kind}, not {value!r}", param_hint="--set") from None
     return out
+
+
+def _typed(value: str, kind: str):
+    if kind == "bool":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(value)
+        return value.lower() in ("true", "1", "yes")
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        x = float(value)
+        if not math.isfinite(x):
+            raise ValueError(value)
+        return x
+    return value
+
+
+def _logger(_ctx, _param, value: str) -> str:
+    if value == "wandb":
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise click.BadParameter('wandb is not installed: pip install "avtok[wandb]"')
+    return value
 
 
 @click.command()
 @click.option("--shards", type=EXISTING_DIR, help="Token folder written by `avtok tokenize`.")
 @click.option("--out", type=OUT_DIR, help="Run folder: checkpoints, metrics.jsonl, config.json.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="large", show_default=True)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="large", show_default=True,
+              help="Model size (tiny for tests, base, large = MAGE-L).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a model config value, e.g. --set dec_depth=19 --set drop_rule=clamp.")
 @click.option("--batch-size", type=POS_INT, default=256, show_default=True, help="Global batch (all GPUs).")
 @click.option("--micro-batch", type=POS_INT, default=None, help="Per-GPU forward batch; the rest is accumulated.")
 @click.option("--steps", type=POS_INT, default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--epochs", type=POSITIVE, default=1000.0, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=1000.0, show_default=True,
+              help="Passes over the training clips (when --steps is not given).")
 @click.option("--lr", type=POSITIVE, default=None, help="Absolute learning rate (default blr·batch/256).")
-@click.option("--blr", type=POSITIVE, default=1.5e-4, show_default=True)
+@click.option("--blr", type=POSITIVE, default=1.5e-4, show_default=True,
+              help="Base learning rate per 256 samples.")
 @click.option("--warmup-steps", type=NON_NEG_INT, default=None, help="Default: 2.5% of the steps.")
-@click.option("--resume", is_flag=True, help="Continue exactly from OUT/last.pt (if present).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in OUT from last.pt (or the newest complete checkpoint); from scratch if none.")
+@click.option("--overwrite", is_flag=True, help="Start over in an OUT that holds a run, deleting its checkpoints and logs.")
+@click.option("--keep-last", type=NON_NEG_INT, default=0, show_default=True,
+              help="Keep only the newest N ckpt-*.pt (0 = all); the one last.pt names is never removed.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--grad-checkpoint", is_flag=True, help="Recompute block activations (less memory).")
 @click.option("--ema", is_flag=True, help="Keep an EMA of the weights (used for eval and generate).")
-@click.option("--ema-decay", type=UNIT, default=0.9999, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True)
-@click.option("--eval-every", type=POS_INT, default=1000, show_default=True)
-@click.option("--ckpt-every", type=POS_INT, default=1000, show_default=True)
-@click.option("--log-every", type=POS_INT, default=10, show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--ema-decay", type=UNIT, default=0.9999,
+              show_default=True, help="EMA decay per step.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
+              help="auto: bf16 on A100/H100/H200-class GPUs, fp16 + GradScaler on V100, fp32 on CPU.")
+@click.option("--eval-every", type=POS_INT, default=1000, show_default=True, help="Held-out eval cadence (steps).")
+@click.option("--ckpt-every", type=POS_INT, default=1000, show_default=True, help="Checkpoint cadence (steps).")
+@click.option("--log-every", type=POS_INT, default=10, show_default=True, help="Metrics row cadence (steps).")
+@click.option("--seed", type=NON_NEG_INT, default=0, show_default=True, help="Seeds init, data order, masks.")
 @click.option("--device", default="auto", show_default=True, type=Device(extra=("auto",)),
-              help="auto (cuda when visible, else cpu), cpu, cuda, cuda:N, mps.")
+              help="auto (this rank's GPU if any, else CPU), cpu, cuda or cuda:N.")
+@click.option("--log", "log_to", type=click.Choice(["tensorboard", "wandb", "none"]), default="tensorboard",
+              show_default=True, callback=_logger,
+              help="Dashboard beside metrics.jsonl: TensorBoard events in OUT/tensorboard, or a W&B run in offline "
+                   "mode in OUT/wandb (pip install \"avtok[wandb]\"; resumed with --resume).")
+@click.option("--sample-every", type=NON_NEG_INT, default=1000, show_default=True,
+              help="Every N steps generate image->audio and audio->image previews of held-out clips into "
+                   "OUT/samples/step-NNNNNN/ and the dashboard (0 = never).")
+@click.option("--preview-clips", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Held-out clips in each preview.")
+@click.option("--peak-tflops", type=POSITIVE, default=None,
+              help="Peak TFLOP/s for the MFU figure where the device is not known (e.g. a CPU).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and parameter table, then exit.")
-def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr, blr, warmup_steps, resume,
-          compile_, grad_checkpoint, ema, ema_decay, precision, eval_every, ckpt_every, log_every, seed, device,
-          dry_run) -> None:
+def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr, blr, warmup_steps, resume, overwrite,
+          keep_last, compile_, grad_checkpoint, ema, ema_decay, precision, eval_every, ckpt_every, log_every, seed,
+          device, log_to, sample_every, preview_clips, peak_tflops, dry_run) -> None:
     """Train the audio-visual masked transformer on token shards (torchrun for several GPUs)."""
     from avtok.model.checkpoint import CheckpointError
+    from avtok.model.config import preset as make_preset
+    from avtok.model.files import FolderLockedError
     from avtok.model.token_shards import ShardError
     from avtok.model.train import TrainConfig, TrainingError
     from avtok.model.train import train as run_train
 
     overrides = _parse_sets(sets)
+    try:
+        make_preset(preset, **overrides)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--set") from None
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
     cfg = TrainConfig(shards=shards or "", out=out or "", preset=preset, model_overrides=overrides,
                       batch_size=batch_size, micro_batch=micro_batch, steps=steps, epochs=epochs, lr=lr, blr=blr,
-                      warmup_steps=warmup_steps, resume=resume, compile=compile_, grad_checkpoint=grad_checkpoint,
+                      warmup_steps=warmup_steps, resume=resume, overwrite=overwrite, keep_last=keep_last, compile=compile_, grad_checkpoint=grad_checkpoint,
                       ema=ema, ema_decay=ema_decay, precision=precision, eval_every=eval_every,
-                      ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device)
+                      ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device, log=log_to,
+                      sample_every=sample_every, preview_clips=preview_clips, peak_tflops=peak_tflops)
     try:
         if dry_run:
             _dry_run(cfg)
@@ -73,13 +128,15 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
         if not shards or not out:
             raise click.UsageError("--shards and --out are required (except with --dry-run)")
         summary = run_train(cfg, log=click.echo)
-    except (ShardError, TrainingError, CheckpointError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
-    if summary["rank"] != 0:  # under torchrun only rank 0 reports
+    except (ShardError, TrainingError, CheckpointError, FolderLockedError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:  # disk full, permissions: one line, no traceback
+        raise click.ClickException(f"{e.filename or cfg.out}: {e.strerror or e}") from None
+    if summary.rank != 0:  # under torchrun only rank 0 reports
         return
-    ev = summary["eval"] or {}
-    tail = f", i2a acc {ev['i2a_acc']:.3f}" if ev else ""
-    click.echo(f"trained {summary['steps']} steps, final loss {summary['final_loss']:.4f}{tail} -> {summary['checkpoint']}")
+    tail = f", i2a acc {summary.eval.i2a_acc:.3f}" if summary.eval else ""
+    loss = "n/a" if summary.final_loss is None else f"{summary.final_loss:.4f}"
+    click.echo(f"trained {summary.step} steps, final loss {loss}{tail} -> {summary.checkpoint}")
 
 
 def _dry_run(cfg) -> None:

@@ -54,6 +54,15 @@ class AVConfig:
             raise ValueError(f"need 0 <= mask_min < mask_max <= 1, got {self.mask_min}, {self.mask_max}")
         if not 0.0 <= self.drop_ratio < 1.0:
             raise ValueError(f"drop_ratio must be in [0, 1), got {self.drop_ratio}")
+        for name in ("image_codebook", "audio_codebook", "image_tokens", "audio_tokens", "dim", "depth", "heads",
+                     "dec_dim", "dec_depth", "dec_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("dropout", "full_mask_prob", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not (self.mlp_ratio > 0 and self.mask_std > 0):
+            raise ValueError(f"mlp_ratio and mask_std must be positive, got {self.mlp_ratio}, {self.mask_std}")
         if self.dim % self.heads or self.dec_dim % self.dec_heads:
             raise ValueError("dim and dec_dim must be divisible by their head counts")
 

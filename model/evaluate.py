@@ -21,26 +21,27 @@ Image tokens come from the **middle frame, index 5** of the 10 stored per clip (
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import metrics as M
-from .files import sha256_file
+from .checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_mismatch
+from .files import atomic_write_bytes, sha256_file
 from .geometry import EVAL_FRAME, SAMPLE_RATE
+from .token_scores import CFG_SCALES, token_metrics
 from .token_shards import load_tokens
 
-CFG_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0)
-DIRECTIONS = ("image2audio", "audio2image")
-CONDITIONS = ("true", "masked", "shuffled")
-
+WAV_INDEX = "index.csv"
 # (waves, sample_rate, labels) -> {"accuracy": ..., ...}; e.g. the synthetic set's analytic oracle
 Oracle = Callable[[list[np.ndarray], int, list[str]], dict[str, Any]]
 
@@ -69,76 +70,6 @@ class EvalOptions:
     oracle: Oracle | None = None
     wav_dir: str | None = None  # write generated wavs here
     progress: Callable[[str], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def derangement(n: int, seed: int) -> np.ndarray:
-    """A permutation with no fixed point (n ≥ 2): every clip gets another clip's condition."""
-    order = np.random.default_rng(seed).permutation(n)
-    perm = np.empty(n, dtype=np.int64)
-    perm[order] = np.roll(order, -1)
-    return perm
-
-
-def _split_modalities(direction: str, image: torch.Tensor, audio: torch.Tensor):
-    return (image, audio) if direction == "image2audio" else (audio, image)
-
-
-@torch.no_grad()
-def _logits_for(model, direction: str, cond: torch.Tensor, cond_known: torch.Tensor, target: torch.Tensor,
-                target_known: torch.Tensor) -> torch.Tensor:
-    if direction == "image2audio":
-        return model.forward_logits(cond, target, cond_known, target_known)[1]
-    return model.forward_logits(target, cond, target_known, cond_known)[0]
-
-
-@torch.no_grad()
-def token_metrics(model, image: torch.Tensor, audio: torch.Tensor, batch: int = 32, seed: int = 0,
-                  cfg_scales: tuple[float, ...] = CFG_SCALES) -> dict[str, Any]:
-    """NLL/accuracy per direction × mask ratio × condition, ΔNLL, and guided CE at ratio 1.0."""
-    device = next(model.parameters()).device
-    n = image.shape[0]
-    perm = torch.from_numpy(derangement(n, seed)) if n > 1 else torch.zeros(1, dtype=torch.long)
-    out: dict[str, Any] = {}
-    for direction in DIRECTIONS:
-        cond_all, tgt_all = _split_modalities(direction, image, audio)
-        res: dict[str, Any] = {}
-        for ratio in (1.0, 0.5):
-            g = torch.Generator().manual_seed(seed + 1)
-            # the same target mask for every condition, so the three rows compare like with like
-            tmask_all = torch.rand(tgt_all.shape, generator=g) < ratio if ratio < 1 else \
-                torch.ones(tgt_all.shape, dtype=torch.bool)
-            sums = {c: [0.0, 0.0, 0] for c in CONDITIONS}
-            guided = {w: 0.0 for w in cfg_scales}
-            for lo in range(0, n, batch):
-                sl = slice(lo, lo + batch)
-                tgt = tgt_all[sl].to(device)
-                tmask = tmask_all[sl].to(device)
-                logits_by = {}
-                for c in CONDITIONS:
-                    cond = (cond_all[perm[sl]] if c == "shuffled" else cond_all[sl]).to(device)
-                    ck = torch.full(cond.shape, c != "masked", dtype=torch.bool, device=device)
-                    logits = _logits_for(model, direction, cond, ck, tgt, ~tmask)
-                    logits_by[c] = logits
-                    nll = F.cross_entropy(logits[tmask], tgt[tmask], reduction="sum")
-                    acc = (logits[tmask].argmax(-1) == tgt[tmask]).sum()
-                    sums[c][0] += float(nll)
-                    sums[c][1] += float(acc)
-                    sums[c][2] += int(tmask.sum())
-                if ratio == 1.0:
-                    c_l, u_l = logits_by["true"], logits_by["masked"]
-                    for w in cfg_scales:
-                        gl = c_l + w * (c_l - u_l)
-                        guided[w] += float(F.cross_entropy(gl[tmask], tgt[tmask], reduction="sum"))
-            key = f"ratio_{ratio:g}"
-            res[key] = {c: {"nll": s[0] / s[2], "accuracy": s[1] / s[2]} for c, s in sums.items()}
-            res[key]["delta_nll_uncond"] = res[key]["masked"]["nll"] - res[key]["true"]["nll"]
-            res[key]["delta_nll_shuffled"] = res[key]["shuffled"]["nll"] - res[key]["true"]["nll"]
-            if ratio == 1.0:
-                total = sums["true"][2]
-                res[key]["guided_nll"] = {f"{w:g}": v / total for w, v in guided.items()}
-        out[direction] = res
-    return out
 
 
 @torch.no_grad()
@@ -177,17 +108,9 @@ def cfg_sweep(model, image: torch.Tensor, audio: torch.Tensor, direction: str = 
 # ------------------------------------------------------------------------------------------- waveforms
 def load_audio_tokenizer(ckpt: dict[str, Any], override: str | None = None):
     """The checkpoint's audio tokenizer (path from its record unless overridden; fingerprint checked)."""
-    from .tokenizers import load_tokenizer
+    from .generate import load_recorded_tokenizer
 
-    rec = (ckpt.get("tokenizers") or {}).get("audio") or {}
-    path = override or rec.get("path")
-    if not path:
-        raise ValueError("the checkpoint records no audio tokenizer path; pass --audio-tokenizer")
-    tok = load_tokenizer(path, rec.get("kind", "patch-kmeans"), modality=rec.get("modality", "audio"))
-    if rec.get("fingerprint") and tok.fingerprint != rec["fingerprint"]:
-        raise ValueError(f"{path}: fingerprint {tok.fingerprint[:12]}… differs from the checkpoint's "
-                         f"{rec['fingerprint'][:12]}…; these are not the tokens the model was trained on")
-    return tok
+    return load_recorded_tokenizer((ckpt.get("tokenizers") or {}).get("audio") or {}, "audio", override)
 
 
 @torch.no_grad()
@@ -248,7 +171,6 @@ def waveform_metrics(gen: list[np.ndarray], ref: list[np.ndarray], names: list[s
 
 def reference_audio(extracted: str | os.PathLike, video_ids: list[str]) -> dict[str, np.ndarray]:
     """audio.flac of the given clips from extracted shards (written with --keep-audio)."""
-    import io
     import json
     import tarfile
 
@@ -274,18 +196,22 @@ def reference_audio(extracted: str | os.PathLike, video_ids: list[str]) -> dict[
 
 def evaluate(checkpoint: str | os.PathLike, shards: str | os.PathLike, opts: EvalOptions | None = None) -> dict[str, Any]:
     """Run every metric the inputs allow; returns the JSON-able result (see module docstring)."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
 
     opts = opts or EvalOptions()
     say = opts.progress or (lambda _msg: None)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).to(opts.device)
     data = load_tokens(shards, split=opts.split)
+    why = tokenizer_mismatch(ckpt, data.index)
+    if why:
+        raise ValueError(f"{shards}: {why}; score shards made by the tokenizers the checkpoint was trained on")
     n = len(data) if opts.limit is None else min(opts.limit, len(data))
     image = torch.from_numpy(data.image[:n, EVAL_FRAME].astype(np.int64))
     audio = torch.from_numpy(data.audio[:n].astype(np.int64))
     labels = data.labels[:n]
     ids = data.video_ids[:n]
+    if opts.wav_dir and opts.waveforms:
+        check_wav_dir(opts.wav_dir, ids)
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "step": ckpt.get("step"), "shards": str(shards), "split": opts.split,
         "clips": n, "eval_frame": EVAL_FRAME, "steps": opts.steps, "seeds": opts.seeds,
@@ -341,12 +267,49 @@ def _waveform_section(ckpt, model, image, audio, ids, labels, opts: EvalOptions,
         out["oracle"] = {"generated": opts.oracle(gen_waves, SAMPLE_RATE, labels),
                          "reference": opts.oracle(ref_waves, SAMPLE_RATE, labels)}
     if opts.wav_dir:
-        import soundfile as sf
-
-        Path(opts.wav_dir).mkdir(parents=True, exist_ok=True)
-        for vid, w in zip(ids, gen_waves, strict=True):
-            sf.write(Path(opts.wav_dir) / f"{vid}.wav", w, SAMPLE_RATE)
+        write_wavs(opts.wav_dir, ids, gen_waves)
     return out
+
+
+def wav_names(video_ids: list[str]) -> list[str]:
+    """A safe, unique file name per clip: its position and the id with anything but [A-Za-z0-9._-] replaced.
+
+    Never a path: ids such as `../../x`, `/abs/x` or `nested/dir/clip` all become plain names inside
+    the folder; `index.csv` beside them maps each name back to its video id.
+    """
+    return [f"{clip_stem(i, vid)}.wav" for i, vid in enumerate(video_ids)]
+
+
+def clip_stem(i: int, video_id: str) -> str:
+    """`NNNNN_<id>` with anything but [A-Za-z0-9._-] in the id replaced: a plain, unique file-name stem."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("._")[:80] or "clip"
+    return f"{i:05d}_{slug}"
+
+
+def check_wav_dir(wav_dir: str | os.PathLike, video_ids: list[str]) -> None:
+    """Refuse (ValueError) a --wav-dir holding files this run would write (never overwrite a user's file)."""
+    folder = Path(wav_dir)
+    taken = [n for n in [*wav_names(video_ids), WAV_INDEX] if (folder / n).exists()]
+    if taken:
+        raise ValueError(f"{folder / taken[0]} exists ({len(taken)} of the files to write do); "
+                         "choose an empty --wav-dir")
+
+
+def write_wavs(wav_dir: str | os.PathLike, video_ids: list[str], waves: list[np.ndarray]) -> None:
+    """The generated waves as `wav_dir/NNNNN_<id>.wav` plus `index.csv` (file, video_id)."""
+    import soundfile as sf
+
+    folder = Path(wav_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    check_wav_dir(folder, video_ids)
+    names = wav_names(video_ids)
+    for name, w in zip(names, waves, strict=True):
+        sf.write(folder / name, w, SAMPLE_RATE)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["file", "video_id"])
+    writer.writerows(zip(names, video_ids, strict=True))
+    atomic_write_bytes(folder / WAV_INDEX, rows.getvalue().encode("utf-8"))
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .geometry import AUDIO_GRID, TASKS
+from .precision import DeviceError, autocast, resolve_device, resolve_precision
 from .sampler import sample, seconds_to_audio_hole
 from .tokenizers import frames_to_input, load_tokenizer, mel_to_input, output_to_frames, output_to_spec01
 
@@ -69,7 +70,8 @@ def parse_time_range(text: str) -> tuple[float, float]:
     return start, end
 
 
-def _load_recorded_tokenizer(record: dict[str, Any], modality: str, override: str | os.PathLike | None) -> Any:
+def load_recorded_tokenizer(record: dict[str, Any], modality: str, override: str | os.PathLike | None) -> Any:
+    """The tokenizer a checkpoint records (or the `override` file), refused unless its fingerprint matches."""
     path = Path(override) if override is not None else Path(record.get("path", ""))
     flag = f"--{modality}-tokenizer"
     if not path.is_file():
@@ -92,17 +94,15 @@ def load_bundle(checkpoint: str | os.PathLike, image_tokenizer: str | os.PathLik
                 use_ema: bool = True) -> Bundle:
     """Load a checkpoint (CheckpointError if it is not one) and its tokenizers (GenerateError on mismatch)."""
     try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise GenerateError(f"bad device {device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError(f"device {device} asked for, but torch sees no CUDA GPU here")
+        device = resolve_device(str(device))
+    except DeviceError as e:
+        raise GenerateError(str(e)) from None
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     records = ckpt.get("tokenizers") or {}
     if "image" not in records or "audio" not in records:
         raise GenerateError(f"{checkpoint}: the checkpoint records no image/audio tokenizers")
-    img_tok = _load_recorded_tokenizer(records["image"], "image", image_tokenizer)
-    aud_tok = _load_recorded_tokenizer(records["audio"], "audio", audio_tokenizer)
+    img_tok = load_recorded_tokenizer(records["image"], "image", image_tokenizer)
+    aud_tok = load_recorded_tokenizer(records["audio"], "audio", audio_tokenizer)
     model = model_from_checkpoint(ckpt, use_ema=use_ema)
     cfg = getattr(model, "cfg", None)
     for tok, name, size in ((img_tok, "image", getattr(cfg, "image_codebook", None)),
@@ -116,17 +116,11 @@ def load_bundle(checkpoint: str | os.PathLike, image_tokenizer: str | os.PathLik
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context for a precision name ("auto": bf16 on CUDA where supported, else fp16; fp32 off CUDA)."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise GenerateError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
-    return torch.autocast(device.type, dtype=dtypes[precision])
+    """The transformer's autocast for a precision name (resolved by avtok.model.precision, as in training)."""
+    try:
+        return autocast(resolve_precision(precision, device), device)
+    except DeviceError as e:
+        raise GenerateError(str(e)) from None
 
 
 @torch.no_grad()
@@ -161,7 +155,7 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
     image: uint8 [256, 256, 3]; spec01: float [80, 848]; hole: (start_s, end_s) for "inpaint".
     vocoder: spec01 [N, 80, T] -> waveform [N, T·256]; None skips the waveform.
     progress(step, steps) is called after each sampling step. precision: the transformer's autocast
-    ("fp32", "bf16", "fp16" or "auto" = bf16/fp16 on CUDA, fp32 elsewhere); tokenizers stay as they are.
+    ("fp32", "bf16", "fp16" or "auto": see avtok.model.precision); tokenizers stay as they are.
     """
     if task not in TASKS:
         raise GenerateError(f"unknown task {task!r}; choose one of {TASKS}")

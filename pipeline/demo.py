@@ -196,7 +196,7 @@ def stage_train(tokens: Path, out: Path, o: DemoOptions, say: Say) -> tuple[Path
                       lr=o.lr, warmup_steps=max(1, o.train_steps // 20), min_lr=o.lr * 0.05, eval_every=o.train_steps,
                       eval_samples=64, ckpt_every=max(50, o.train_steps // 4), keep_last=1, log_every=25,
                       seed=o.seed, device="cpu", resume=last.exists(), precision="fp32")
-    summary = train(cfg, log=say)
+    summary = train(cfg, log=say).to_dict()
     for key in ("losses", "seconds", "samples_per_s", "checkpoint"):  # timings live in metrics["timings"]
         summary.pop(key, None)
     return last, summary

@@ -29,7 +29,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     torch.set_num_threads(1)
     s = train(cfg(__import__("pathlib").Path(tmp), "ddp"), log=lambda _m: None)
     with open(os.path.join(tmp, f"rank{rank}.json"), "w") as f:
-        json.dump({k: s[k] for k in ("losses", "rank", "world", "rank_samples")}, f)
+        json.dump({k: getattr(s, k) for k in ("losses", "rank", "world", "rank_samples")}, f)
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert ranks[0]["losses"] == ranks[1]["losses"]  # the logged loss is the all-reduced mean
     torch.set_num_threads(1)
     one = train(cfg(tmp_path, "one", micro_batch=2), log=lambda _m: None)  # same global batch, accumulated
-    assert one["losses"] == pytest.approx(ranks[0]["losses"], rel=1e-5)
+    assert one.losses == pytest.approx(ranks[0]["losses"], rel=1e-5)
     a = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
     for k in a:

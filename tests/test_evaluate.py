@@ -10,6 +10,7 @@ import pytest
 import torch
 from avtok.cli.main import cli
 from avtok.model import evaluate as E
+from avtok.model import token_scores as S
 from avtok.model.checkpoint import save_checkpoint
 from avtok.model.config import preset
 from avtok.model.token_shards import make_meta, write_token_index, write_token_shard
@@ -19,13 +20,7 @@ from click.testing import CliRunner
 CB = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models are faster on one thread than on two contended ones; restored afterwards
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tokens(tmp_path, n=6):
@@ -52,7 +47,7 @@ def _checkpoint(tmp_path):
 
 def test_derangement_has_no_fixed_points() -> None:
     for n in (2, 3, 10, 57):
-        p = E.derangement(n, seed=n)
+        p = S.derangement(n, seed=n)
         assert sorted(p) == list(range(n)) and (p != np.arange(n)).all()
 
 
@@ -99,7 +94,7 @@ def test_token_metrics_perfect_model_and_masking() -> None:
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, CB, (6, 256), generator=g)
     aud = torch.cat([img, torch.randint(0, CB, (6, 9), generator=g)], dim=1)
-    res = E.token_metrics(Copy(), img, aud, batch=4, cfg_scales=(0.0,))["image2audio"]["ratio_1"]
+    res = S.token_metrics(Copy(), img, aud, batch=4, cfg_scales=(0.0,))["image2audio"]["ratio_1"]
     assert res["true"]["accuracy"] > 0.95
     assert res["masked"]["nll"] == pytest.approx(np.log(CB), rel=1e-6)
     assert res["shuffled"]["accuracy"] < 0.2 and res["delta_nll_uncond"] > 3

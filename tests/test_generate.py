@@ -153,7 +153,7 @@ def trained(tmp_path_factory):
 
     Image.fromarray(_clip_image(3, rng)).resize((320, 240)).save(media / "foo.jpg")
     sf.write(media / "x.wav", synth_audio(2, rng), 22050)
-    return {"root": root, "ckpt": summary["checkpoint"], "kmeans": kmeans, "other": other, "media": media}
+    return {"root": root, "ckpt": summary.checkpoint, "kmeans": kmeans, "other": other, "media": media}
 
 
 def _cli(args: list[str]):

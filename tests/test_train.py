@@ -8,6 +8,7 @@ import pytest
 import torch
 from avtok.cli.main import cli
 from avtok.model.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from avtok.model.run_log import read_metrics
 from avtok.model.token_shards import write_token_index, write_token_shard
 from avtok.model.train import TrainConfig, TrainingError, train
 from click.testing import CliRunner
@@ -18,12 +19,7 @@ def quiet(_msg: str) -> None:
     pass
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
@@ -38,12 +34,12 @@ def test_tiny_learns_image_to_audio(tmp_path):
                           model_overrides={"full_mask_prob": 0.25}, batch_size=16, steps=100, lr=3e-3,
                           min_lr=3e-4, warmup_steps=5, eval_every=50, eval_samples=32, ckpt_every=100,
                           log_every=50, seed=1), log=quiet)
-    ev = s["eval"]
-    assert ev["i2a_acc"] >= 0.9, ev
-    assert ev["i2a_nll"] < 0.5 * ev["uncond_audio_nll"], ev
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ev = s.eval
+    assert ev.i2a_acc >= 0.9, ev
+    assert ev.i2a_nll < 0.5 * ev.uncond_audio_nll, ev
+    rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows if "loss" in r] == [50, 100]
-    assert rows[-1]["eval"]["i2a_acc"] == ev["i2a_acc"]
+    assert rows[-1]["eval"]["i2a_acc"] == ev.i2a_acc
     # the checkpoint carries the tokenizer records and rebuilds the model
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["tokenizers"]["audio"]["fingerprint"] == "f" * 64
@@ -63,10 +59,10 @@ def test_resume_is_exact(tmp_path):
     write_synthetic(tmp_path / "tok", shard_rows=(7, 6), test_rows=3, classes=2, codebook=8)
     straight = train(small_cfg(tmp_path, out=str(tmp_path / "a")), log=quiet)
     first = train(small_cfg(tmp_path, out=str(tmp_path / "b"), stop_at=10), log=quiet)
-    assert first["ran"] == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
+    assert first.steps_run == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
     second = train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True), log=quiet)
-    assert second["ran"] == 10
-    assert first["losses"] + second["losses"] == straight["losses"]  # bit for bit
+    assert second.steps_run == 10 and second.step == 20
+    assert first.losses + second.losses == straight.losses  # bit for bit
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 20 and b["data"]["position"] == 80
@@ -76,7 +72,7 @@ def test_resume_is_exact(tmp_path):
     exp_a = a["optimizer"]["state"][0]["exp_avg"]
     assert torch.equal(exp_a, b["optimizer"]["state"][0]["exp_avg"])
     # metrics.jsonl holds each step once
-    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "b")
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 21))
     assert [r["step"] for r in rows if "eval" in r] == [10, 20]
     # resuming with a different batch is refused
@@ -160,3 +156,25 @@ def test_cli_trains_and_checkpoint_loads(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt: not an avtok checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_one_precision_resolver_for_train_and_generate(monkeypatch):
+    """auto: fp32 on CPU, fp16 on V100 (sm70, GradScaler in training), bf16 on A100/H100/H200 (sm80+)."""
+    from avtok.model import precision as P
+    from avtok.model.generate import GenerateError, autocast_for
+
+    assert P.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert isinstance(autocast_for("auto", torch.device("cpu")), type(P.autocast(torch.float32, torch.device("cpu"))))
+    cuda = torch.device("cuda:0")
+    for cap, want in (((7, 0), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(P.torch.cuda, "get_device_capability", lambda _d, c=cap: c)
+        assert P.resolve_precision("auto", cuda) == want
+        assert autocast_for("auto", cuda).fast_dtype == want  # generate agrees with training
+    assert P.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(P.DeviceError, match="fp8"):
+        P.resolve_precision("fp8", torch.device("cpu"))
+    with pytest.raises(GenerateError, match="fp8"):
+        autocast_for("fp8", torch.device("cpu"))
+    with pytest.raises(P.DeviceError, match="banana"):
+        P.resolve_device("banana")
