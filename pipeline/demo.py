@@ -52,7 +52,7 @@ class DemoOptions:
     # (full_mask_prob): "image visible, audio all masked" is the image→audio task itself, which the paper's
     # N(0.7, 0.25) on [0.2, 1] shows in well under 1 % of samples.
     model_overrides: dict[str, Any] = field(default_factory=lambda: {
-        "depth": 1, "dec_depth": 1, "drop_ratio": 0.0, "mask_min": 0.0, "mask_max": 1.0, "mask_mu": 0.6,
+        "dim": 32, "dec_dim": 32, "heads": 1, "dec_heads": 1, "depth": 1, "dec_depth": 1, "drop_ratio": 0.0, "mask_min": 0.0, "mask_max": 1.0, "mask_mu": 0.6,
         "mask_std": 0.5, "full_mask_prob": 0.5})
     kmeans_iters: int = 10
     kmeans_points: int = 8192
