@@ -16,11 +16,11 @@ from .options import NON_NEGATIVE, OUT_DIR, POS_INT, SEED
 @click.option("--train-steps", default=None, type=POS_INT, help="Optimizer steps of the tiny model.")
 @click.option("--batch-size", default=None, type=POS_INT)
 @click.option("--clips-per-class", default=None, type=click.IntRange(min=2), help="Clips per class (8 classes).")
-@click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations.")
+@click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations (default 1).")
 @click.option("--cfg-schedule", default=None, type=click.Choice(["constant", "linear"]),
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
 @click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers / Ray workers.")
-@click.option("--threads", default=None, type=POS_INT, help="torch threads (default 1).")
+@click.option("--threads", default=None, type=POS_INT, help="torch threads (default 2; results are bit-identical for one thread count).")
 def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, workers, threads) -> None:
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
     tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the

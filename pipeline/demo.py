@@ -52,8 +52,8 @@ class DemoOptions:
     # (full_mask_prob): "image visible, audio all masked" is the image→audio task itself, which the paper's
     # N(0.7, 0.25) on [0.2, 1] shows in well under 1 % of samples.
     model_overrides: dict[str, Any] = field(default_factory=lambda: {
-        "dim": 32, "dec_dim": 32, "heads": 1, "dec_heads": 1, "depth": 1, "dec_depth": 1, "drop_ratio": 0.0, "mask_min": 0.0, "mask_max": 1.0, "mask_mu": 0.6,
-        "mask_std": 0.5, "full_mask_prob": 0.5})
+        "dim": 32, "dec_dim": 32, "heads": 1, "dec_heads": 1, "depth": 1, "dec_depth": 1, "drop_ratio": 0.0,
+        "mask_min": 0.0, "mask_max": 1.0, "mask_mu": 0.6, "mask_std": 0.5, "full_mask_prob": 0.5})
     kmeans_iters: int = 10
     kmeans_points: int = 8192
     train_steps: int = 1200
@@ -61,16 +61,18 @@ class DemoOptions:
     lr: float = 2e-3
     sample_steps: int = 12
     griffin_lim_iters: int = 12
-    cfg: float = 3.0
+    # w = 1: in the 40-clip sweep of the default run guidance helped image→audio (0.65 → 0.78) and
+    # audio→image (0.20 → 0.38) most at w = 1 and less or not at all at w ≥ 3 (report/metrics.json cfg_sweep)
+    cfg: float = 1.0
     cfg_schedule: str = "constant"
     choice_temperature: float = 4.5
     cfg_sweep: tuple[float, ...] = SWEEP_SCALES
     workers: int = 2
     seed: int = 0
-    # torch threads; results are bit-identical run to run for one thread count. 1: on a contended 2-core
-    # machine 2 threads cost 2.4 CPU-s per training step against 1.0 for 1 thread (measured, issue 14);
-    # the two cores are used by the data and extract stages (`workers`)
-    threads: int | None = 1
+    # torch threads; results are bit-identical run to run for one thread count. With one attention head
+    # of width 32 (model_overrides) a training step costs 0.18 s on 2 threads against 0.65 s for 4 heads of
+    # 16 on 1 thread: SDPA's CPU kernel is slow for narrow heads (measured on a 2-core CPU)
+    threads: int | None = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
 
