@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -57,17 +58,16 @@ def evaluate(checkpoint, shards, split, out, limit, cfg_scales, seeds, steps, ba
     from avtok.model.evaluate import evaluate as run_eval
     from avtok.model.files import write_json
     from avtok.model.token_shards import ShardError, load_tokens
+    from avtok.pipeline.extracted import read_clip_audio
     from avtok.pipeline.synthetic import is_synthetic_labels, oracle_scores
 
-    try:
-        scales = tuple(float(x) for x in cfg_scales.split(",") if x.strip())
-    except ValueError as exc:
-        raise click.BadParameter(f"not a comma-separated list of numbers: {cfg_scales}") from exc
+    scales = tuple(float(x) for x in cfg_scales.split(",") if x.strip())  # FloatList checked them
     try:
         labels = load_tokens(shards, split=split, verify_checksums=False).labels
         opts = EvalOptions(split=split, limit=limit, batch=batch, cfg_scales=scales, seeds=seeds, steps=steps,
                            waveforms=not no_waveforms, cfg=cfg, vocoder=vocoder, audio_tokenizer=audio_tokenizer,
-                           extracted=extracted, cnn14_ckpt=cnn14_ckpt, vggish_ckpt=vggish_ckpt, device=device,
+                           reference_audio=(functools.partial(read_clip_audio, extracted) if extracted else None),
+                           cnn14_ckpt=cnn14_ckpt, vggish_ckpt=vggish_ckpt, device=device,
                            oracle=oracle_scores if is_synthetic_labels(labels) else None, wav_dir=wav_dir,
                            progress=lambda msg: click.echo(msg, err=True))
         result = run_eval(checkpoint, shards, opts)

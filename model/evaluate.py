@@ -62,7 +62,8 @@ class EvalOptions:
     cfg: float = 3.0  # guidance of the waveform set
     vocoder: str | None = None  # MelGAN file; None = Griffin-Lim
     audio_tokenizer: str | None = None  # override the path recorded in the checkpoint
-    extracted: str | None = None  # folder with audio.flac of the split (reference audio)
+    # video ids -> their own 22050 Hz audio (the caller reads extracted shards); None = tokenizer reconstruction
+    reference_audio: Callable[[list[str]], dict[str, np.ndarray]] | None = None
     cnn14_ckpt: str | None = None
     vggish_ckpt: str | None = None
     device: str = "cpu"
@@ -169,31 +170,6 @@ def waveform_metrics(gen: list[np.ndarray], ref: list[np.ndarray], names: list[s
     return out
 
 
-def reference_audio(extracted: str | os.PathLike, video_ids: list[str]) -> dict[str, np.ndarray]:
-    """audio.flac of the given clips from extracted shards (written with --keep-audio)."""
-    import json
-    import tarfile
-
-    import soundfile as sf
-
-    want = set(video_ids)
-    found: dict[str, np.ndarray] = {}
-    for tar_path in sorted(Path(extracted).glob("shard-*.tar")):
-        with tarfile.open(tar_path) as tar:
-            members: dict[str, dict[str, bytes]] = {}
-            for info in tar:
-                key, _, ext = info.name.partition(".")
-                if ext in ("json", "audio.flac"):
-                    members.setdefault(key, {})[ext] = tar.extractfile(info).read()
-        for parts in members.values():
-            if "json" not in parts or "audio.flac" not in parts:
-                continue
-            vid = json.loads(parts["json"]).get("video_id")
-            if vid in want:
-                found[vid] = sf.read(io.BytesIO(parts["audio.flac"]), dtype="float32")[0]
-    return found
-
-
 def evaluate(checkpoint: str | os.PathLike, shards: str | os.PathLike, opts: EvalOptions | None = None) -> dict[str, Any]:
     """Run every metric the inputs allow; returns the JSON-able result (see module docstring)."""
 
@@ -250,11 +226,11 @@ def _waveform_section(ckpt, model, image, audio, ids, labels, opts: EvalOptions,
     out: dict[str, Any] = {"cfg": opts.cfg, "vocoder": opts.vocoder or "griffin-lim",
                            "audio_tokenizer": tok.record() if hasattr(tok, "record") else tok.path}
     ref_waves: list[np.ndarray]
-    if opts.extracted:
-        found = reference_audio(opts.extracted, ids)
+    if opts.reference_audio is not None:
+        found = opts.reference_audio(ids)
         missing = [v for v in ids if v not in found]
         if missing:
-            raise ValueError(f"{opts.extracted}: no audio.flac for {len(missing)} clips (e.g. {missing[0]}); "
+            raise ValueError(f"no reference audio.flac for {len(missing)} clips (e.g. {missing[0]}); "
                              "extract with --keep-audio")
         ref_waves = [found[v] for v in ids]
         out["reference"] = "clip audio (extracted --keep-audio)"
