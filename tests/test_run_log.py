@@ -117,3 +117,23 @@ def test_wandb_offline_resumes_the_same_run(kmeans_tokens, tmp_path, monkeypatch
     assert (out / "wandb-run-id").read_text().strip() == run_id
     runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
+
+
+def test_tensorboard_serves_the_run_in_a_browser(kmeans_tokens, tmp_path):
+    """The event files open in TensorBoard itself: its page, in headless Chromium, draws the loss chart.
+    The screenshot lands in tests/artifacts/ (and, with AVTOK_UPDATE_DOCS_IMG=1, in docs/img/ for the README)."""
+    import os
+
+    from PIL import Image
+    from screenshots import tensorboard_screenshot
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, train_args(kmeans_tokens, out, "--log", "tensorboard", "--sample-every", "0"))
+    assert r.exit_code == 0, r.output
+    root = Path(__file__).resolve().parents[1]
+    shot = tensorboard_screenshot(out / "tensorboard", root / "tests" / "artifacts" / "tensorboard.png")
+    with Image.open(shot) as im:
+        assert im.width == 900 and im.height > 300
+        assert len(im.convert("RGB").getcolors(1 << 16) or []) > 8  # a drawn page, not a blank one
+    if os.environ.get("AVTOK_UPDATE_DOCS_IMG"):
+        (root / "docs" / "img" / "tensorboard.png").write_bytes(shot.read_bytes())
