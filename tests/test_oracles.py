@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from avtok.model.mel import spec01
 from avtok.model.sampler import seconds_to_audio_hole
 from avtok.model.tokenizers import frames_to_input, output_to_frames
 from avtok.model.tokenizers.patch_kmeans import PatchKMeansTokenizer, fit_codebook
@@ -15,7 +16,6 @@ from avtok.pipeline import oracles as orc
 from avtok.pipeline import synthetic as syn
 from avtok.pipeline.decode import decode
 from avtok.pipeline.demo import fast_griffin_lim
-from avtok.pipeline.mel import spec01
 
 SR = syn.SAMPLE_RATE
 
