@@ -62,12 +62,14 @@ def test_canonical_safetensors_header(tmp_path) -> None:
 
 
 def _comparable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("timings", "rerun_timings")}
+    # the checkpoint file also records its run folder (a vs b), so its digest differs; the weights are
+    # compared tensor by tensor instead
+    return {k: v for k, v in metrics.items() if k not in ("timings", "rerun_timings", "checkpoint_sha256")}
 
 
 # The quick configuration (8 clips a class, 150 steps) is checked for reproducibility and for its
-# reference scores only: measured on seed 0 its generations are still at chance (0.06-0.13 on 16 clips),
-# so no floor on the tasks can be set from a spread yet (see the closing note of issue 14).
+# reference scores only: its generations are still near chance (0.06-0.13 on 16 clips), so no floor on
+# the tasks can be set from a spread.
 
 
 def test_quick_demo_is_reproducible(tmp_path) -> None:
