@@ -77,5 +77,5 @@ def tiny_checkpoint(folders: dict[str, Path]) -> Path:
         summary = train(TrainConfig(shards=str(folders["tokens"]), out=str(run), preset="tiny", batch_size=4, steps=3,
                                     device="cpu", eval_every=10**6, eval_samples=8, ckpt_every=3,
                                     log_every=100), log=lambda _m: None)
-        _BUILT["ckpt"] = {"ckpt": Path(summary["checkpoint"])}
+        _BUILT["ckpt"] = {"ckpt": Path(summary.checkpoint)}
     return _BUILT["ckpt"]["ckpt"]
