@@ -314,4 +314,8 @@ def fast_dtype(device: torch.device) -> torch.dtype:
     """fp16 on GPUs (tensor cores on V100 as on A100/H100, and 3 more mantissa bits than bf16, so fewer
     nearest-code flips: on random weights bf16 agreed with fp32 on ~97% of indices); bf16 on CPU, where
     fp16 convolutions have no fast kernels. Overflow is caught by the caller (see VQGANTokenizer)."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    if device.type == "cuda":
+        return torch.float16
+    # bf16 convolutions are fast only where oneDNN has native bf16 (AVX512-BF16/AMX); on other CPUs (AVX2)
+    # they run a reference path far slower than fp32, so fast mode keeps fp32 there
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32

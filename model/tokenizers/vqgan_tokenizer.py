@@ -77,7 +77,10 @@ class VQGANTokenizer:
                              f"got {tuple(x.shape)}")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.fast_dtype or fast_dtype(self.device))
+        dtype = self.fast_dtype or fast_dtype(self.device)
+        if dtype == torch.float32:  # nothing to cast to on this CPU (see vqgan.fast_dtype)
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
