@@ -7,7 +7,7 @@ import resource
 import time
 
 import torch
-from avtok.model.precision import PEAK_TFLOPS, resolve_precision
+from avtok.model.precision import peak_flops, resolve_precision
 
 __all__ = ["Deadline", "cpu_matmul_peak", "device_name", "gpu_matmul_peak", "peak_flops_for", "peak_memory",
            "reset_peak_memory", "resolve_precision", "sync"]
@@ -55,11 +55,8 @@ def gpu_matmul_peak(device: torch.device, n: int = 8192, reps: int = 10) -> floa
 def peak_flops_for(device: torch.device, override_tflops: float | None = None) -> float | None:
     """FLOP/s for MFU: the override, else the datasheet dense bf16/fp16 peak of a known GPU (matched on
     its name, as avtok train does), else on CPU the measured fp32 matmul rate; None for unknown GPUs."""
-    if override_tflops:
-        return override_tflops * 1e12
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((tf * 1e12 for key, tf in PEAK_TFLOPS.items() if key in name), None)
+    if device.type == "cuda" or override_tflops:
+        return peak_flops(device, override_tflops)
     return cpu_matmul_peak()
 
 

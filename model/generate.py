@@ -1,6 +1,6 @@
 """Generation from arrays: checkpoint + its tokenizers -> sampler -> decoded image / spec01 / waveform.
 
-File reading and writing live in `avtok.pipeline.generate` and `avtok.pipeline.media` (model/ must not import pipeline/); this
+Reading and writing files is the caller's job (the layer above); this
 module takes model-ready arrays (uint8 [256,256,3] images, spec01 [80,848] mels) and returns arrays.
 
 The checkpoint records the tokenizers that made its training shards (`ckpt["tokenizers"]`); they

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -146,27 +145,7 @@ def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     save_patch_kmeans(path, img, aud, {"image_k": o.image_codebook, "audio_k": o.audio_codebook,
                                        "iters": o.kmeans_iters, "max_points": o.kmeans_points, "seed": o.seed,
                                        "clips": len(mels), "split": "train"})
-    canonical_safetensors_header(path)
     return path
-
-
-def canonical_safetensors_header(path: Path) -> None:
-    """Rewrite a safetensors file's JSON header with sorted keys (same length, same tensors).
-
-    safetensors writes its `__metadata__` map in a hash order that changes from process to process, so
-    two runs that fit the same codebooks would write files with different bytes."""
-    raw = bytearray(path.read_bytes())
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
-    if "__metadata__" in header:
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(text) > n:
-        raise RuntimeError(f"{path}: canonical safetensors header is longer than the original")
-    raw[8:8 + n] = text + b" " * (n - len(text))  # the format allows trailing spaces in the header
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(bytes(raw))
-    os.replace(tmp, path)
 
 
 def stage_tokenize(extracted: Path, kmeans: Path, out: Path, o: DemoOptions, say: Say) -> Path:
@@ -549,9 +528,3 @@ def _opts_record(o: DemoOptions) -> dict[str, Any]:
     rec.pop("out", None)
     rec.pop("threads", None)
     return json.loads(json.dumps(rec))
-
-
-def demo_paths(out: str | os.PathLike) -> dict[str, Path]:
-    """Where the demo's outputs land."""
-    out = Path(out)
-    return {"report": out / "report", "metrics": out / "report" / "metrics.json", "checkpoint": out / "run" / "last.pt"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write_bytes
 from ..geometry import FRAME_SIZE, MEL_SHAPE
 from .checkpoint_io import CheckpointLoadError, weights_fingerprint
 
@@ -149,17 +150,31 @@ def fit_codebook(x: torch.Tensor, k: int = 1024, iters: int = 8, max_points: int
 
 def save_patch_kmeans(path: str | os.PathLike, image_centroids: torch.Tensor, audio_centroids: torch.Tensor,
                       info: dict | None = None) -> Path:
-    """Write both codebooks to one safetensors file (temp name, then rename)."""
-    from safetensors.torch import save_file
+    """Write both codebooks to one safetensors file, atomically; equal codebooks give equal bytes."""
+    from safetensors.torch import save
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "patch": str(PATCH), "info": json.dumps(info or {}, sort_keys=True)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"image.centroids": image_centroids.float().contiguous().cpu(),
-               "audio.centroids": audio_centroids.float().contiguous().cpu()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    raw = save({"image.centroids": image_centroids.float().contiguous().cpu(),
+                "audio.centroids": audio_centroids.float().contiguous().cpu()}, metadata=meta)
+    atomic_write_bytes(path, _sorted_metadata(raw))
     return path
+
+
+def _sorted_metadata(raw: bytes) -> bytes:
+    """The same safetensors bytes with the header's metadata map in sorted key order.
+
+    safetensors writes that map in a hash order that changes from process to process; the sorted header
+    is no longer than the original, so it is padded with spaces, which the format allows."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:
+        return raw
+    return raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:]
 
 
 def load_patch_kmeans(path: str | os.PathLike, modality: str) -> PatchKMeansTokenizer:
