@@ -357,6 +357,7 @@ def test_extract_on_a_two_node_cluster_uses_both_nodes(videos, tmp_path, two_nod
         stop.set()
         watcher.join(5)
     assert done.returncode == 0, done.stdout[-3000:]
+    assert f"extracted {N_CLIPS}/{N_CLIPS + 1} videos (1 errors" in done.stdout, done.stdout[-3000:]
     assert ran_on[0] and ran_on[1], f"shard tasks ran on nodes {ran_on}; expected both"
     check_every_clip_once(videos, out)
 
