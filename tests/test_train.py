@@ -48,7 +48,7 @@ def test_tiny_learns_image_to_audio(tmp_path):
 
 
 def small_cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny", batch_size=4, steps=20,
+    base = dict(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny", batch_size=4, steps=10,
                 lr=2e-3, warmup_steps=3, eval_every=1000, eval_samples=8, ckpt_every=1000, log_every=1, seed=7,
                 model_overrides={"dropout": 0.1}, ema=True, ema_decay=0.99)
     base.update(kw)
@@ -58,14 +58,14 @@ def small_cfg(tmp_path, **kw) -> TrainConfig:
 def test_resume_is_exact(tmp_path):
     write_synthetic(tmp_path / "tok", shard_rows=(7, 6), test_rows=3, classes=2, codebook=8)
     straight = train(small_cfg(tmp_path, out=str(tmp_path / "a")), log=quiet)
-    first = train(small_cfg(tmp_path, out=str(tmp_path / "b"), stop_at=10), log=quiet)
-    assert first.steps_run == 10 and (tmp_path / "b" / "ckpt-10.pt").exists()
+    first = train(small_cfg(tmp_path, out=str(tmp_path / "b"), stop_at=5), log=quiet)
+    assert first.steps_run == 5 and (tmp_path / "b" / "ckpt-5.pt").exists()
     second = train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True), log=quiet)
-    assert second.steps_run == 10 and second.step == 20
+    assert second.steps_run == 5 and second.step == 10
     assert first.losses + second.losses == straight.losses  # bit for bit
     a = load_checkpoint(tmp_path / "a" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "last.pt")
-    assert a["step"] == b["step"] == 20 and b["data"]["position"] == 80
+    assert a["step"] == b["step"] == 10 and b["data"]["position"] == 40
     for part in ("model", "ema"):
         for k, v in a[part].items():
             assert torch.equal(v, b[part][k]), (part, k)
@@ -73,11 +73,11 @@ def test_resume_is_exact(tmp_path):
     assert torch.equal(exp_a, b["optimizer"]["state"][0]["exp_avg"])
     # metrics.jsonl holds each step once
     rows = read_metrics(tmp_path / "b")
-    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 21))
-    assert [r["step"] for r in rows if "eval" in r] == [10, 20]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 11))
+    assert [r["step"] for r in rows if "eval" in r] == [5, 10]
     # resuming with a different batch is refused
     with pytest.raises(TrainingError, match="batch_size"):
-        train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True, batch_size=8, steps=30), log=quiet)
+        train(small_cfg(tmp_path, out=str(tmp_path / "b"), resume=True, batch_size=8, steps=20), log=quiet)
 
 
 def test_non_finite_losses_are_skipped_then_stop(tmp_path, monkeypatch):
