@@ -6,6 +6,9 @@ becomes known once revealed). Per step t = 0..T-1:
 
 1. logits for all target positions (codebook entries only), guided as c + w_t·(c - u), where u is
    the same input with the condition modality fully masked (cond and uncond in one 2B forward);
+   with `cfg_top_p` < 1 the guided logits keep only the conditional's top-p nucleus, so guidance
+   re-weights the tokens the conditional model finds plausible and never promotes one it rules out
+   (docs/method.md, "Guidance");
 2. every still-unknown target is sampled from softmax(logits) (no temperature);
 3. confidence = log p(sampled) + tau·(1 - r)·Gumbel, r = (t+1)/T; known and revealed positions get
    +inf, so they are never re-masked;
@@ -163,6 +166,7 @@ def sample(
     audio_hole: torch.Tensor | None = None,
     num_samples: int | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    cfg_top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
 
@@ -170,13 +174,16 @@ def sample(
     num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
     and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
     cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
-    the confidence. generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
+    the confidence. cfg_top_p: guided sampling is restricted to the conditional's top-p nucleus (1 = off,
+    the paper). generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
     image_known, audio_known) sees the known masks after each step (progress, tests).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if steps < 1:
         raise ValueError("steps must be at least 1")
+    if not 0.0 < cfg_top_p <= 1.0:
+        raise ValueError(f"cfg_top_p must be in (0, 1], got {cfg_top_p}")
     device = _model_device(model)
     n_img = model.cfg.image_tokens
     img, aud, target_i, target_a, cond_modality = _task_setup(
@@ -195,7 +202,8 @@ def sample(
     sampled = tokens.clone()
     for t in range(steps):
         w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
-        logits_i, logits_a = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w, wanted)
+        logits_i, logits_a = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w, wanted,
+                                     cfg_top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
         logp_parts, draw_parts = [], []
@@ -242,8 +250,10 @@ def _logits(
     model: torch.nn.Module, tokens: torch.Tensor, known: torch.Tensor, n_img: int, uncond_modality: str | None,
     w: float,
     wanted: tuple[bool, bool] = (True, True),
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Guided logits c + w·(c - u) for the wanted modalities (image, audio); None for the others."""
+    """Guided logits c + w·(c - u) for the wanted modalities (image, audio), limited to the top-p
+    nucleus of c when top_p < 1; None for the others."""
     img, aud = tokens[:, :n_img], tokens[:, n_img:]
     k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
@@ -261,5 +271,16 @@ def _logits(
             out.append(None)
             continue
         c, u = both[:b].float(), both[b:].float()
-        out.append(c + w * (c - u))
+        guided = c + w * (c - u)
+        out.append(guided if top_p >= 1.0 else guided.masked_fill(~nucleus(c, top_p), -math.inf))
     return out[0], out[1]
+
+
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Bool mask of the smallest set of tokens (per position) whose probability under softmax(logits)
+    reaches `top_p`; the most likely token is always in it."""
+    probs = logits.softmax(dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the more likely tokens
+    keep_sorted = before < top_p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)

@@ -4,15 +4,16 @@ K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
 
 * pitch index p ∈ 0..3 → a pure tone of 265, 930, 1920 or 3820 Hz (≥ 2× apart; each in its own token
   row of the 5×53 audio grid);
-* rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, random phase): ten onsets vs one;
-* the picture is a square of the class's own colour on a noisy grey background, solid for a steady tone
-  and striped for a pulsed one, at a random position and size.
+* rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, starting at 0 s): ten onsets vs one;
+* the picture is a square of the class's own colour on a flat grey background, solid for a steady tone
+  and striped for a pulsed one, always at the same place and size (13×13 cells of the 16×16 token grid).
 
-Each clip draws a random loudness, pitch jitter (±2 %), pulse phase, noise level, background level and
-motif geometry, so no two clips are identical. Videos are made by one ffmpeg process per clip: lavfi
-`color` + `noise` + `drawbox` for the picture (256×256, 5 fps, H.264) and the numpy-synthesised sound
-piped in as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class
-whose pitch band holds the most spectral energy (FFT), and whether that band's envelope beats at 1 Hz.
+Each clip draws a random loudness, pitch jitter (±2 %), tone phase and background level, so no two clips
+are identical; what a clip's tokens say is its class, nothing else (docs/method.md, "The demo", says why
+the layout, the pulse phase and the noise are fixed). Videos are made by one ffmpeg process per clip:
+lavfi `color` + `drawbox` for the picture (256×256, 5 fps, H.264) and the numpy-synthesised sound piped in
+as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class whose pitch
+band holds the most spectral energy (FFT), and whether that band's envelope beats at 1 Hz.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ COLOURS = ("e02828", "f08c00", "e8e020", "28c03c", "20d0d0", "2850f0", "9040e0",
 COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta")
 MANIFEST_COLUMNS = ("video_id", "path", "start_s", "label", "split")
 CELL = 16  # the image tokenizer's patch: the square and its stripes are laid on this grid
-SQUARE_CELLS = (5, 7, 9)  # side of the square in cells
+# Side of the square and its top-left cell: one fixed layout, two thirds of the picture's tokens
+SQUARE_CELLS = 13
+SQUARE_AT = 1
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,9 @@ def class_index(label: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- audio
 def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
-                duration_s: float = DURATION_S, noise: bool = True) -> np.ndarray:
-    """The sound of class `k`: float32 mono [sr·duration]; random loudness, jitter, phase and noise."""
+                duration_s: float = DURATION_S, noise: bool = False) -> np.ndarray:
+    """The sound of class `k`: float32 mono [sr·duration]; random loudness, jitter and tone phase.
+    `noise` adds faint broadband noise (1-4 % of the tone), as a recording would have (oracle tests)."""
     cls = CLASSES[k]
     n = int(round(sr * duration_s))
     t = np.arange(n) / sr
@@ -96,8 +100,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     amp = rng.uniform(0.25, 0.4)
     wave = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     if cls.rhythm == "pulse":
-        phase = rng.uniform(0, 1 / PULSE_HZ)
-        pos = ((t + phase) * PULSE_HZ) % 1.0  # position inside the beat, 0..1
+        pos = (t * PULSE_HZ) % 1.0  # position inside the beat, 0..1
         gate = (pos < 0.5).astype(np.float64)
         # 10 ms raised-cosine edges: clean onsets without clicks spreading over the whole spectrum
         ramp = int(0.01 * sr)
@@ -188,23 +191,19 @@ def classify_audio(wave: np.ndarray, sr: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- video
 def _video_filter(k: int, rng: np.random.Generator) -> str:
-    """The lavfi graph of one clip's picture: noisy grey background + the class motif.
+    """The lavfi graph of one clip's picture: a flat grey background of random level + the class motif.
 
-    The square sits on the 16-pixel token grid (side 5, 7 or 9 cells, corner on a cell corner) and a
+    The square sits on the 16-pixel token grid (SQUARE_CELLS cells from cell SQUARE_AT) and a
     striped square is made of whole cell rows (colour, background, colour, ...): every patch is colour
     or background, so a 64-code patch tokenizer keeps the motif and the image oracle is exact on its
-    reconstructions. The noise filter gets its own seed, so the picture is a function of the clip seed.
+    reconstructions.
     """
     cls = CLASSES[k]
     bg = int(rng.integers(40, 110))
-    noise = int(rng.integers(4, 14))
-    cells = int(rng.choice(SQUARE_CELLS))
+    cells = SQUARE_CELLS
     side = cells * CELL
-    x = int(rng.integers(0, SIZE // CELL - cells + 1)) * CELL
-    y = int(rng.integers(0, SIZE // CELL - cells + 1)) * CELL
-    noise_seed = int(rng.integers(0, 2**31 - 1))
-    parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}",
-             f"noise=alls={noise}:allf=t+u:all_seed={noise_seed}", "format=yuv420p"]
+    x = y = SQUARE_AT * CELL
+    parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}", "format=yuv420p"]
     col = f"0x{cls.colour}"
     if cls.motif == "solid":
         parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=fill")
@@ -229,7 +228,7 @@ def make_clip(path: str | os.PathLike, k: int, seed: int) -> None:
            "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28",
            "-threads", "1", "-x264-params", "threads=1:sliced-threads=0",
-           "-c:a", "aac", "-b:a", "96k", "-t", f"{DURATION_S:g}", "-shortest",
+           "-c:a", "aac", "-b:a", "64k", "-t", f"{DURATION_S:g}", "-shortest",
            "-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(tmp)]
     try:
         proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)

@@ -193,6 +193,42 @@ def test_guided_logits_formula() -> None:
         guidance_scale(3.0, "cosine", 0, 30)
 
 
+def test_nucleus_is_the_smallest_set_reaching_top_p() -> None:
+    from avtok.model.sampler import nucleus
+
+    probs = torch.tensor([[0.5, 0.05, 0.3, 0.15], [0.97, 0.01, 0.01, 0.01]])
+    logits = probs.log()
+    assert nucleus(logits, 0.7).tolist() == [[True, False, True, False], [True, False, False, False]]
+    assert nucleus(logits, 0.8).tolist() == [[True, False, True, False], [True, False, False, False]]
+    assert nucleus(logits, 0.81).tolist() == [[True, False, True, True], [True, False, False, False]]
+    assert nucleus(logits, 0.01).tolist() == [[True, False, False, False], [True, False, False, False]]
+    assert nucleus(logits, 1.0).all()
+
+
+def test_guided_logits_keep_only_the_conditional_nucleus() -> None:
+    from avtok.model.sampler import _logits, nucleus
+
+    img, aud = _tokens(2)
+    tokens = torch.cat([img, aud], 1)
+    known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
+    _, c = StandIn().forward_logits(img, aud, known[:, :N_IMAGE], known[:, N_IMAGE:])
+    _, u = StandIn().forward_logits(img, aud, ~known[:, :N_IMAGE], known[:, N_IMAGE:])
+    _, guided = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
+    keep = nucleus(c, 0.7)
+    assert 0 < keep.sum(-1).min() and keep.sum(-1).max() < K_AUD  # the test model's nuclei are proper subsets
+    torch.testing.assert_close(guided[keep], (c + 3.0 * (c - u))[keep])
+    assert torch.isneginf(guided[~keep]).all()
+    # sampling with it never draws a token outside the conditional's nucleus at the first step
+    _, first = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=3.0, cfg_top_p=0.7, generator=_gen(2))
+    assert keep.gather(-1, first.unsqueeze(-1)).all()
+    # top_p = 1 is the paper's sampler, bit for bit
+    _, plain = sample(StandIn(), "image2audio", image_tokens=img, steps=6, cfg=3.0, generator=_gen(5))
+    _, one = sample(StandIn(), "image2audio", image_tokens=img, steps=6, cfg=3.0, cfg_top_p=1.0, generator=_gen(5))
+    assert torch.equal(plain, one)
+    with pytest.raises(ValueError, match="cfg_top_p"):
+        sample(StandIn(), "image2audio", image_tokens=img, steps=2, cfg_top_p=0.0)
+
+
 def test_same_seed_same_output_other_seed_differs() -> None:
     img, aud = _tokens(2)
     a = sample(StandIn(), "joint", num_samples=2, steps=10, generator=_gen(3))

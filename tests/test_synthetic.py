@@ -52,10 +52,23 @@ def test_pulse_strength_needs_a_regular_beat() -> None:
         assert syn.pulse_strength(tone * holes, SR, 930) < syn.PULSE_THRESHOLD
 
 
+def test_pulses_start_on_at_zero_whatever_the_clip() -> None:
+    """The beat's phase is fixed (docs/method.md, "The demo"): on for 0-0.5 s, off for 0.5-1 s, in every clip."""
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    for seed in range(4):
+        wave = syn.synth_audio(3, np.random.default_rng(seed))
+        for beat in (0, 4, 9):
+            on = wave[int((beat + 0.05) * SR):int((beat + 0.45) * SR)]
+            off = wave[int((beat + 0.55) * SR):int((beat + 0.95) * SR)]
+            assert rms(on) > 0.15 and rms(off) < 1e-3 * rms(on), (seed, beat)
+
+
 def test_oracle_noisy_audio_many_seeds() -> None:
     for seed in range(6):
         for k in range(8):
-            wave = syn.synth_audio(k, np.random.default_rng(100 + seed))
+            wave = syn.synth_audio(k, np.random.default_rng(100 + seed), noise=True)
             assert syn.classify_audio(wave, SR) == k, (seed, k)
 
 
@@ -103,6 +116,15 @@ def test_make_dataset_small(tmp_path) -> None:
     # the motif's colour is in the frame
     want = np.array([int(syn.CLASSES[1].colour[i:i + 2], 16) for i in (0, 2, 4)])
     assert (np.abs(frames[5].astype(int) - want).sum(-1) < 60).sum() > 500
+    # a solid square (class 0) fills exactly its cells of the token grid, on a flat background
+    with av.open(rows[0]["path"]) as c:
+        solid = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    red = np.array([int(syn.CLASSES[0].colour[i:i + 2], 16) for i in (0, 2, 4)])
+    lo, hi = syn.SQUARE_AT * syn.CELL, (syn.SQUARE_AT + syn.SQUARE_CELLS) * syn.CELL
+    inside = np.abs(solid[lo + 2:hi - 2, lo + 2:hi - 2] - red).sum(-1)
+    assert inside.max() < 60
+    border = solid[: lo - 2].reshape(-1, 3)
+    assert np.ptp(border, axis=0).max() <= 6 and np.ptp(border[:, 0] - border[:, 2]) <= 6  # flat grey
     # a re-run makes nothing new and writes the same manifest
     mtime = (tmp_path / "videos" / "synth-0-000.mp4").stat().st_mtime_ns
     assert syn.make_dataset(tmp_path, clips_per_class=2, test_per_class=1, seed=1).read_text() == manifest.read_text()
