@@ -46,7 +46,7 @@ class DemoOptions:
     clips_per_class: int = 40  # 35 train + 5 test
     test_per_class: int = 5
     image_codebook: int = 64  # k of the frame-patch k-means codebook
-    audio_codebook: int = 32  # k of the mel-patch codebook: few codes, so noise-floor patches share a handful
+    audio_codebook: int = 32  # k of the mel-patch codebook
     # One encoder and one decoder block; no token drop, so training sees what inference sees (every
     # condition token); mask ratios spread over [0, 1], and in half the samples one modality fully masked
     # (full_mask_prob): "image visible, audio all masked" is the image→audio task itself, which the paper's
@@ -61,8 +61,9 @@ class DemoOptions:
     lr: float = 2e-3
     sample_steps: int = 12
     griffin_lim_iters: int = 3
-    # w = 1: in the 40-clip sweep of the default run guidance helped image→audio (0.65 → 0.78) and
-    # audio→image (0.20 → 0.38) most at w = 1 and less or not at all at w ≥ 3 (report/metrics.json cfg_sweep)
+    # Guidance as the paper (c + w·(c − u)) on a linear ramp, kept to the conditional's top-p nucleus: without
+    # the nucleus, guidance promoted tokens the conditional model rules out and broke inpainting (seam clicks
+    # up to 84 dB) and the beat of image→audio at w ≥ 2 (docs/method.md, "The demo")
     cfg: float = 1.0
     cfg_schedule: str = "linear"
     cfg_top_p: float = 0.7
@@ -71,14 +72,15 @@ class DemoOptions:
     workers: int = 2
     seed: int = 0
     # torch threads; results are bit-identical run to run for one thread count. With one attention head
-    # of width 32 (model_overrides) a training step costs 0.18 s on 2 threads against 0.65 s for 4 heads of
-    # 16 on 1 thread: SDPA's CPU kernel is slow for narrow heads (measured on a 2-core CPU)
+    # of width 32 (model_overrides) a training step of 32 clips costs 0.28 s on 2 threads (0.50 s on 1);
+    # the tiny preset's 4 heads of width 16 cost more than twice that: SDPA's CPU kernel is slow for
+    # narrow heads (measured on a 2-core CPU)
     threads: int | None = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def quick_options(**changes: Any) -> DemoOptions:
-    """The quick configuration (CI, about a minute on 2 cores): 8 clips a class (2 held out), 150
+    """The quick configuration (CI, under 2 minutes on 2 cores): 8 clips a class (2 held out), 200
     steps, CFG scored at 0 and `cfg` only."""
     base = dict(clips_per_class=8, test_per_class=2, train_steps=200, cfg_sweep=())
     return DemoOptions(**{**base, **changes})

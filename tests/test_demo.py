@@ -67,9 +67,12 @@ def _comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("timings", "rerun_timings", "checkpoint_sha256")}
 
 
-# The quick configuration (8 clips a class, 150 steps) is checked for reproducibility and for its
-# reference scores only: its generations are still near chance (0.06-0.13 on 16 clips), so no floor on
-# the tasks can be set from a spread.
+# The quick configuration (8 clips a class, 200 steps, under 2 minutes) is checked for reproducibility, its
+# reference scores and that it trains: over seeds 0-4 its generations stay at chance (every task 0.00-0.25 on
+# 16 clips), so no task floor can be set from that spread, but the final training loss does move from
+# 3.35 (mean of the first 25 steps) to 2.20-2.36: QUICK_FINAL_LOSS sits above the 5-seed maximum
+# (docs/method.md, "The demo").
+QUICK_FINAL_LOSS = 2.6
 
 
 def test_quick_demo_is_reproducible(tmp_path) -> None:
@@ -99,23 +102,26 @@ def test_quick_demo_is_reproducible(tmp_path) -> None:
     assert ma["test_clips"] == 16 and ma["oracle_accuracy"]["cfg_on"] == ma["tasks"]["image2audio"]["cfg_on"]
     assert ma["image_oracle_accuracy"] == {"reconstruction": 1.0, "reference": 1.0}
     assert ma["oracle_accuracy"]["reference"] == 1.0
+    assert ma["train"]["final_loss"] <= QUICK_FINAL_LOSS, ma["train"]
 
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
-    """The full demo on 40 held-out clips: the floors below sit under what the default run scored on a 2-core
-    machine (image→audio 0.775 with w = 1 / 0.650 without, audio→image 0.375 / 0.200, inpainting 0.575,
-    joint 0.150); issue 14's 0.9 bars are not reached yet (see docs/method.md, "The demo")."""
+    """The full demo on 40 held-out clips. The floors sit under what the default run (seed 0, 2 threads)
+    scored on a 2-core machine: image→audio 0.775 with guidance / 0.850 without, audio→image 1.000 / 0.875,
+    inpainting 0.625 / 0.825, joint 0.375; issue 14's bars (0.9, joint 0.8, guidance never worse) are
+    not reached by every task yet (docs/method.md, "The demo")."""
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     t = metrics["tasks"]
     assert metrics["test_clips"] == 40 and metrics["chance"] == 0.125
-    assert t["image2audio"]["cfg_on"] >= 0.6 and t["audio2image"]["cfg_on"] >= 0.25, t
-    assert t["inpaint"]["cfg_on"] >= 0.45, t
-    for task in ("image2audio", "audio2image"):  # guidance at w = 1 helps the two cross-modal tasks
-        assert t[task]["cfg_on"] >= t[task]["cfg_off"], (task, t[task])
+    assert t["image2audio"]["cfg_on"] >= 0.7 and t["image2audio"]["cfg_off"] >= 0.75, t
+    assert t["audio2image"]["cfg_on"] >= 0.9 and t["audio2image"]["cfg_on"] >= t["audio2image"]["cfg_off"], t
+    assert t["inpaint"]["cfg_on"] >= 0.55 and t["inpaint"]["cfg_off"] >= 0.75, t
+    assert t["joint"]["agreement"] >= 0.3, t
+    assert metrics["task_detail"]["inpaint"]["1"]["click_free"] == 1.0  # guidance draws no stray click codes
     assert metrics["oracle_accuracy"]["cfg_on"] == t["image2audio"]["cfg_on"]
     assert set(metrics["cfg_sweep"]["image2audio"]) == {"0", "1", "2", "3", "5"}
     acc = metrics["oracle_accuracy"]
