@@ -40,7 +40,7 @@ INPAINT_SPAN_S = (3.0, 7.0)  # the audio regenerated in the inpainting task
 
 @dataclass
 class DemoOptions:
-    """Sizes and budgets of the demo (defaults: about 5 minutes on 2 CPU cores)."""
+    """Sizes and budgets of the demo (defaults: about 7 minutes on 2 CPU cores, docs/method.md "The demo")."""
 
     out: str = "avtok_demo"
     clips_per_class: int = 40  # 35 train + 5 test
@@ -76,7 +76,6 @@ class DemoOptions:
     # the tiny preset's 4 heads of width 16 cost more than twice that: SDPA's CPU kernel is slow for
     # narrow heads (measured on a 2-core CPU)
     threads: int | None = 2
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def quick_options(**changes: Any) -> DemoOptions:
