@@ -1,6 +1,6 @@
 """Analytic oracles for the demo's four tasks on the synthetic set (no training, no weights).
 
-* audio: `synthetic.classify_audio` (pitch band with most energy × a 1 Hz beat in that band);
+* audio: `synthetic.classify_audio` (pitch band with most energy × the beat in that band);
 * image: `classify_image`, the colour of the square (hue vote over saturated pixels) and whether it is
   solid or striped (the share of "full" pixel rows between its top and bottom row);
 * joint: the image's class and the sound's class agree;

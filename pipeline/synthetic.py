@@ -4,7 +4,8 @@ K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
 
 * pitch index p ∈ 0..3 → a pure tone of 265, 930, 1920 or 3820 Hz (≥ 2× apart; each in its own token
   row of the 5×53 audio grid);
-* rhythm r ∈ 0..1 → steady tone, or 1 Hz pulses (0.5 s on, 0.5 s off, starting at 0 s): ten onsets vs one;
+* rhythm r ∈ 0..1 → steady tone, or a beat of 0.897 Hz laid on the audio token grid (3 token columns on,
+  3 off, starting at 0 s): nine onsets vs one;
 * the picture is a square of the class's own colour on a flat grey background, solid for a steady tone
   and striped for a pulsed one, always at the same place and size (13×13 cells of the 16×16 token grid).
 
@@ -13,7 +14,7 @@ are identical; what a clip's tokens say is its class, nothing else (docs/method.
 the layout, the pulse phase and the noise are fixed). Videos are made by one ffmpeg process per clip:
 lavfi `color` + `drawbox` for the picture (256×256, 5 fps, H.264) and the numpy-synthesised sound piped in
 as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class whose pitch
-band holds the most spectral energy (FFT), and whether that band's envelope beats at 1 Hz.
+band holds the most spectral energy (FFT), and whether that band's envelope beats at PULSE_HZ.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from avtok.model.files import atomic_write_bytes
-from avtok.model.geometry import SAMPLE_RATE
+from avtok.model.geometry import CROP_START, HOP, PATCH, SAMPLE_RATE
 
 from .ffmpeg import ffmpeg_exe
 
@@ -42,8 +43,14 @@ FPS = 5
 PITCHES_HZ = (265.0, 930.0, 1920.0, 3820.0)
 BAND_REL = 0.06  # the oracle's pitch bands: ±6 % (the nearest wrong-row frequency is ≥ 10 % away)
 RHYTHMS = ("steady", "pulse")
-PULSE_HZ = 1.0  # one 0.5 s beep per second
-PULSE_THRESHOLD = 0.3  # pulse_strength: a 1 Hz on/off beat gives ≈ 0.64, a steady tone ≈ 0
+# The beat sits on the audio token grid as the square sits on the image grid: on for PULSE_COLUMNS token
+# columns, off for as many, from column 0, so each column is wholly on or off and a pulsed row needs four
+# codes (tone, silence, onset, offset) instead of one per place an edge can fall inside a patch
+# (docs/method.md, "The demo", says why)
+PULSE_COLUMNS = 3
+COLUMN_S = PATCH * HOP / SAMPLE_RATE  # 0.186 s of sound per audio token column
+PULSE_HZ = 1.0 / (2 * PULSE_COLUMNS * COLUMN_S)  # 0.897 Hz
+PULSE_THRESHOLD = 0.3  # pulse_strength: a 50 % on/off beat gives ≈ 0.64, a steady tone ≈ 0
 COLOURS = ("e02828", "f08c00", "e8e020", "28c03c", "20d0d0", "2850f0", "9040e0", "f040b0")
 COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta")
 MANIFEST_COLUMNS = ("video_id", "path", "start_s", "label", "split")
@@ -100,8 +107,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     amp = rng.uniform(0.25, 0.4)
     wave = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     if cls.rhythm == "pulse":
-        pos = (t * PULSE_HZ) % 1.0  # position inside the beat, 0..1
-        gate = (pos < 0.5).astype(np.float64)
+        gate = pulse_gate(n, sr)
         # 10 ms raised-cosine edges: clean onsets without clicks spreading over the whole spectrum
         ramp = int(0.01 * sr)
         kernel = np.hanning(2 * ramp + 1)
@@ -110,6 +116,14 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     if noise:
         wave = wave + amp * rng.uniform(0.01, 0.04) * rng.standard_normal(n)
     return wave.astype(np.float32)
+
+
+def pulse_gate(n: int, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """1/0 per sample: on in token columns 0-2, 6-8, ... (a sample belongs to the column of its nearest
+    mel frame; the few samples before the mel crop belong to column 0)."""
+    frame = np.arange(n) * (SAMPLE_RATE / sr) / HOP  # mel frame (centre) index at the model's rate
+    column = np.maximum(0, np.floor((frame + 0.5 - CROP_START) / PATCH)).astype(np.int64)
+    return ((column // PULSE_COLUMNS) % 2 == 0).astype(np.float64)
 
 
 def _band_mask(freqs: np.ndarray, centre: float, rel: float = BAND_REL) -> np.ndarray:
@@ -169,8 +183,8 @@ def count_onsets(wave: np.ndarray, sr: int, centre_hz: float) -> int:
 
 def pulse_strength(wave: np.ndarray, sr: int, centre_hz: float) -> float:
     """How strongly the band's amplitude envelope repeats at PULSE_HZ: |E(f)| / E(0), the largest over
-    f within ±15 % of PULSE_HZ. A 0.5 s on / 0.5 s off gate gives 2/π ≈ 0.64, a steady tone ≈ 0, and a
-    tone with irregular gaps (no beat) stays low: what counts is a regular 1 Hz rhythm, not any dropout."""
+    f within ±15 % of PULSE_HZ. A half-on, half-off gate gives 2/π ≈ 0.64, a steady tone ≈ 0, and a
+    tone with irregular gaps (no beat) stays low: what counts is a regular beat, not any dropout."""
     env = np.sqrt(band_envelope(wave, sr, centre_hz))
     if env.size == 0 or env.sum() <= 0:
         return 0.0
@@ -183,7 +197,7 @@ def pulse_strength(wave: np.ndarray, sr: int, centre_hz: float) -> float:
 
 def classify_audio(wave: np.ndarray, sr: int) -> int:
     """The oracle: class index of a waveform (pitch band with most energy × steady/pulsed by the
-    strength of a 1 Hz beat in that band's envelope)."""
+    strength of a PULSE_HZ beat in that band's envelope)."""
     feats = audio_features(wave, sr)
     rhythm = 1 if feats["pulse"] >= PULSE_THRESHOLD else 0
     return 2 * int(feats["pitch_index"]) + rhythm

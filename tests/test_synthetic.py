@@ -31,7 +31,7 @@ def test_oracle_clean_audio(k: int) -> None:
     assert syn.classify_audio(wave, SR) == k
     feats = syn.audio_features(wave, SR)
     assert abs(np.log(feats["peak_hz"] / syn.CLASSES[k].pitch_hz)) < 0.03
-    assert feats["onsets"] == (1 if syn.CLASSES[k].rhythm == "steady" else pytest.approx(10, abs=1))
+    assert feats["onsets"] == (1 if syn.CLASSES[k].rhythm == "steady" else 9)  # beats start at columns 0, 6, ..., 48
     steady = syn.CLASSES[k].rhythm == "steady"
     assert feats["pulse"] < 0.1 if steady else feats["pulse"] == pytest.approx(2 / np.pi, abs=0.03)
 
@@ -39,8 +39,8 @@ def test_oracle_clean_audio(k: int) -> None:
 def test_pulse_strength_needs_a_regular_beat() -> None:
     t = np.arange(220500) / SR
     tone = np.sin(2 * np.pi * 930 * t)
-    # an exact 0.5 s on / 0.5 s off gate: the envelope's 1 Hz Fourier coefficient is 2/π of its mean
-    gate = ((t % 1.0) < 0.5).astype(np.float64)
+    # an exact half-on, half-off gate: the envelope's PULSE_HZ Fourier coefficient is 2/π of its mean
+    gate = ((t * syn.PULSE_HZ % 1.0) < 0.5).astype(np.float64)
     assert syn.pulse_strength(tone * gate, SR, 930) == pytest.approx(2 / np.pi, abs=0.03)
     assert syn.pulse_strength(tone, SR, 930) < 0.05
     # a tone with irregular dropouts (what an undertrained model draws for a steady sound) has onsets
@@ -52,17 +52,27 @@ def test_pulse_strength_needs_a_regular_beat() -> None:
         assert syn.pulse_strength(tone * holes, SR, 930) < syn.PULSE_THRESHOLD
 
 
-def test_pulses_start_on_at_zero_whatever_the_clip() -> None:
-    """The beat's phase is fixed (docs/method.md, "The demo"): on for 0-0.5 s, off for 0.5-1 s, in every clip."""
+def test_pulses_sit_on_the_token_columns_whatever_the_clip() -> None:
+    """The beat is fixed to the audio token grid (docs/method.md, "The demo"): token columns 0-2, 6-8, ...
+    are on, 3-5, 9-11, ... off, in every clip; column w's mel frames are 16·w + 6 .. 16·w + 21."""
     def rms(x: np.ndarray) -> float:
         return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
 
+    assert syn.PULSE_HZ == pytest.approx(22050 / (6 * 16 * 256))
     for seed in range(4):
         wave = syn.synth_audio(3, np.random.default_rng(seed))
-        for beat in (0, 4, 9):
-            on = wave[int((beat + 0.05) * SR):int((beat + 0.45) * SR)]
-            off = wave[int((beat + 0.55) * SR):int((beat + 0.95) * SR)]
-            assert rms(on) > 0.15 and rms(off) < 1e-3 * rms(on), (seed, beat)
+        for col in (0, 2, 6, 24, 50, 3, 5, 9, 29, 47):
+            # the middle 12 of the column's 16 hops: clear of the 10 ms edge ramps
+            lo, hi = (16 * col + 6 + 2) * 256, (16 * col + 6 + 14) * 256
+            seg = wave[lo:hi]
+            if (col // 3) % 2 == 0:
+                assert rms(seg) > 0.15, (seed, col)
+            else:
+                assert rms(seg) < 1e-4, (seed, col)
+    # the first hops before the mel crop belong to column 0
+    assert syn.pulse_gate(6 * 256).min() == 1.0
+    assert syn.pulse_gate(22050, sr=22050)[(16 * 3 + 6) * 256 - 200] == 1.0
+    assert syn.pulse_gate(22050, sr=22050)[(16 * 3 + 6) * 256 + 200] == 0.0
 
 
 def test_oracle_noisy_audio_many_seeds() -> None:
