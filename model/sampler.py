@@ -6,7 +6,7 @@ becomes known once revealed). Per step t = 0..T-1:
 
 1. logits for all target positions (codebook entries only), guided as c + w_t·(c - u), where u is
    the same input with the condition modality fully masked (cond and uncond in one 2B forward);
-   with `cfg_top_p` < 1 the guided logits keep only the conditional's top-p nucleus, so guidance
+   with `top_p` < 1 the logits, guided or not, keep only the conditional's top-p nucleus, so guidance
    re-weights the tokens the conditional model finds plausible and never promotes one it rules out
    (docs/method.md, "Guidance");
 2. every still-unknown target is sampled from softmax(logits) (no temperature);
@@ -30,6 +30,7 @@ import torch
 from .geometry import AUDIO_GRID, CLIP_SECONDS, CROP_START, HOP, MEL_FRAMES, SAMPLE_RATE, TASKS
 
 CFG_SCHEDULES = ("constant", "linear")
+JOINT_ORDERS = ("together", "image-first")
 
 
 def mask_ratio(r: float) -> float:
@@ -166,7 +167,8 @@ def sample(
     audio_hole: torch.Tensor | None = None,
     num_samples: int | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-    cfg_top_p: float = 1.0,
+    top_p: float = 1.0,
+    joint_order: str = "together",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
 
@@ -174,36 +176,48 @@ def sample(
     num_samples, no guidance: there is no condition) or "inpaint" (needs audio_tokens, image_tokens
     and audio_hole, Bool[B,265] or [265]: the positions to regenerate, image-guided).
     cfg: w in c + w·(c - u); 0 turns guidance off. choice_temperature: tau of the Gumbel noise on
-    the confidence. cfg_top_p: guided sampling is restricted to the conditional's top-p nucleus (1 = off,
-    the paper). generator: a seeded torch.Generator (on the model's device is fastest). callback(t,
-    image_known, audio_known) sees the known masks after each step (progress, tests).
+    the confidence. top_p: every draw, guided or not, is restricted to the conditional's top-p nucleus
+    (1 = off, the paper's sampler). joint_order (joint only): "together" decodes all 521 tokens on one
+    schedule (the paper); "image-first" decodes the picture on its own schedule with the sound masked, then
+    the sound given it as image2audio (guided by `cfg`), each in `steps` steps (docs/method.md, "Sampling").
+    generator: a seeded torch.Generator (on the model's device is fastest). callback(t, image_known,
+    audio_known) sees the known masks after each step (progress, tests).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    if not 0.0 < cfg_top_p <= 1.0:
-        raise ValueError(f"cfg_top_p must be in (0, 1], got {cfg_top_p}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if joint_order not in JOINT_ORDERS:
+        raise ValueError(f"unknown joint_order {joint_order!r}; choose one of {JOINT_ORDERS}")
     device = _model_device(model)
     n_img = model.cfg.image_tokens
     img, aud, target_i, target_a, cond_modality = _task_setup(
         task, image_tokens, audio_tokens, audio_hole, num_samples, n_img, model.cfg.audio_tokens, device)
     n_aud = aud.shape[1]
 
+    image_first = task == "joint" and joint_order == "image-first"
     tokens = torch.cat([img, aud], dim=1)  # [B, 521]
     target = torch.cat([target_i, target_a], dim=1)
-    known = ~target  # given positions are known from the start; targets become known when revealed
+    # hidden: masked in the model's input and never revealed (the sound while an image-first joint
+    # decodes the picture)
+    hidden = torch.zeros_like(target)
+    if image_first:
+        hidden[:, n_img:], target[:, n_img:] = True, False
+    known = ~target & ~hidden  # given positions are known from the start; targets become known when revealed
     n0_cpu = target.sum(dim=1).cpu().double()  # per-sample N0
     guided = cond_modality is not None and cfg != 0
     # which modalities get logits and samples: fixed by the task, so the random draws (and GPU syncs)
     # do not depend on the state of the decoding
-    wanted = (task in ("audio2image", "joint"), task in ("image2audio", "joint", "inpaint"))
+    wanted = (task in ("audio2image", "joint"),
+              task in ("image2audio", "inpaint") or (task == "joint" and not image_first))
 
     sampled = tokens.clone()
     for t in range(steps):
         w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
         logits_i, logits_a = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w, wanted,
-                                     cfg_top_p)
+                                     top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
         logp_parts, draw_parts = [], []
@@ -238,11 +252,15 @@ def sample(
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(order.shape[1], device=device).expand_as(order))
         still_masked = rank < mask_len.unsqueeze(1)
-        known = ~still_masked
+        known = ~still_masked & ~hidden
         tokens = torch.where(still_masked, tokens, sampled)
         if callback is not None:
             callback(t, known[:, :n_img], known[:, n_img:])
 
+    if image_first:
+        return sample(model, "image2audio", image_tokens=sampled[:, :n_img], steps=steps, cfg=cfg,
+                      cfg_schedule=cfg_schedule, choice_temperature=choice_temperature, generator=generator,
+                      callback=callback, top_p=top_p)
     return sampled[:, :n_img], sampled[:, n_img:]
 
 
@@ -252,13 +270,14 @@ def _logits(
     wanted: tuple[bool, bool] = (True, True),
     top_p: float = 1.0,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Guided logits c + w·(c - u) for the wanted modalities (image, audio), limited to the top-p
-    nucleus of c when top_p < 1; None for the others."""
+    """Guided logits c + w·(c - u) (c alone without an uncond modality) for the wanted modalities
+    (image, audio), limited to the top-p nucleus of c when top_p < 1; None for the others."""
     img, aud = tokens[:, :n_img], tokens[:, n_img:]
     k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
-        return (c_i if wanted[0] else None), (c_a if wanted[1] else None)
+        return tuple(_keep_nucleus(c, c, top_p) if want else None  # type: ignore[return-value]
+                     for c, want in zip((c_i, c_a), wanted, strict=True))
     u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
     u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
     both_i, both_a = model.forward_logits(
@@ -271,9 +290,13 @@ def _logits(
             out.append(None)
             continue
         c, u = both[:b].float(), both[b:].float()
-        guided = c + w * (c - u)
-        out.append(guided if top_p >= 1.0 else guided.masked_fill(~nucleus(c, top_p), -math.inf))
+        out.append(_keep_nucleus(c + w * (c - u), c, top_p))
     return out[0], out[1]
+
+
+def _keep_nucleus(logits: torch.Tensor, cond: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`logits` with every token outside the top-p nucleus of `cond` set to -inf (unchanged for top_p = 1)."""
+    return logits if top_p >= 1.0 else logits.masked_fill(~nucleus(cond, top_p), -math.inf)
 
 
 def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:

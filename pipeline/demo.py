@@ -66,7 +66,8 @@ class DemoOptions:
     # up to 84 dB) and the beat of image→audio at w ≥ 2 (docs/method.md, "The demo")
     cfg: float = 1.0
     cfg_schedule: str = "linear"
-    cfg_top_p: float = 0.7
+    top_p: float = 0.7
+    joint_order: str = "image-first"
     choice_temperature: float = 4.5
     cfg_sweep: tuple[float, ...] = SWEEP_SCALES
     workers: int = 2
@@ -309,7 +310,7 @@ def _generate(model: Any, task: str, ev: _EvalSet, w: float, o: DemoOptions) -> 
 
     g = torch.Generator().manual_seed(o.seed)
     kw = dict(steps=o.sample_steps, cfg=w, cfg_schedule=o.cfg_schedule, choice_temperature=o.choice_temperature,
-              generator=g, cfg_top_p=o.cfg_top_p)
+              generator=g, top_p=o.top_p)
     if task == "image2audio":
         return sample(model, task, image_tokens=ev.image, **kw)
     if task == "audio2image":
@@ -317,7 +318,7 @@ def _generate(model: Any, task: str, ev: _EvalSet, w: float, o: DemoOptions) -> 
     if task == "inpaint":
         return sample(model, task, image_tokens=ev.image, audio_tokens=ev.audio,
                       audio_hole=seconds_to_audio_hole(*INPAINT_SPAN_S), **kw)
-    return sample(model, "joint", num_samples=len(ev.ids), **kw)
+    return sample(model, "joint", num_samples=len(ev.ids), joint_order=o.joint_order, **kw)
 
 
 def _score(task: str, tokens: tuple[Any, Any], ev: _EvalSet, dec: _Decoders) -> tuple[dict[str, Any], Any]:

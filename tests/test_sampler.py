@@ -218,15 +218,20 @@ def test_guided_logits_keep_only_the_conditional_nucleus() -> None:
     assert 0 < keep.sum(-1).min() and keep.sum(-1).max() < K_AUD  # the test model's nuclei are proper subsets
     torch.testing.assert_close(guided[keep], (c + 3.0 * (c - u))[keep])
     assert torch.isneginf(guided[~keep]).all()
+    # unguided (w = 0, joint) logits keep to the same nucleus: guidance on and off differ only by guidance
+    _, plain_c = _logits(StandIn(), tokens, known, N_IMAGE, None, 0.0, top_p=0.7)
+    assert torch.equal(plain_c[keep], c[keep]) and torch.isneginf(plain_c[~keep]).all()
+    _, first0 = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=0.0, top_p=0.7, generator=_gen(2))
+    assert keep.gather(-1, first0.unsqueeze(-1)).all()
     # sampling with it never draws a token outside the conditional's nucleus at the first step
-    _, first = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=3.0, cfg_top_p=0.7, generator=_gen(2))
+    _, first = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=3.0, top_p=0.7, generator=_gen(2))
     assert keep.gather(-1, first.unsqueeze(-1)).all()
     # top_p = 1 is the paper's sampler, bit for bit
     _, plain = sample(StandIn(), "image2audio", image_tokens=img, steps=6, cfg=3.0, generator=_gen(5))
-    _, one = sample(StandIn(), "image2audio", image_tokens=img, steps=6, cfg=3.0, cfg_top_p=1.0, generator=_gen(5))
+    _, one = sample(StandIn(), "image2audio", image_tokens=img, steps=6, cfg=3.0, top_p=1.0, generator=_gen(5))
     assert torch.equal(plain, one)
-    with pytest.raises(ValueError, match="cfg_top_p"):
-        sample(StandIn(), "image2audio", image_tokens=img, steps=2, cfg_top_p=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample(StandIn(), "image2audio", image_tokens=img, steps=2, top_p=0.0)
 
 
 def test_same_seed_same_output_other_seed_differs() -> None:
@@ -310,3 +315,23 @@ def test_with_the_tiny_avtransformer() -> None:
     assert torch.equal(again[1], out_a)
     out_i, out_a = sample(model, "audio2image", audio_tokens=aud, steps=4, cfg=3.0, generator=_gen(5))
     assert torch.equal(out_a, aud) and int(out_i.max()) < K_IMG
+
+
+def test_image_first_joint_decodes_the_picture_then_the_sound_given_it() -> None:
+    model = StandIn()
+    (img, aud), trace = _run_recording(model, "joint", steps=8, num_samples=2, joint_order="image-first")
+    assert len(trace) == 16 and len(model.calls) == 16
+    for t in range(8):  # picture phase: the sound is masked in every input and never revealed
+        assert not bool(model.calls[t][3].any()) and not bool(trace[t][:, N_IMAGE:].any())
+        assert [int(n) for n in trace[t][:, :N_IMAGE].sum(1)] == [sum(expected_revealed(256, 8)[:t + 1])] * 2
+    for t in range(8, 16):  # sound phase: image2audio with the picture just made as the condition
+        # rows 0-1 the conditional pass (picture known), rows 2-3 the unconditional one (cfg defaults to 3)
+        assert bool(model.calls[t][2][:2].all()) and torch.equal(model.calls[t][0][:2], img)
+        assert not bool(model.calls[t][2][2:].any())
+    # the sound phase fills every audio position; a picture made this way is drawn from the picture's own
+    # schedule, so it differs from the one-schedule joint with the same seed
+    assert aud.shape == (2, N_AUDIO)
+    together, _ = sample(StandIn(), "joint", steps=8, num_samples=2, generator=_gen())
+    assert not torch.equal(together, img)
+    with pytest.raises(ValueError, match="joint_order"):
+        sample(StandIn(), "joint", steps=2, num_samples=1, joint_order="audio-first")
