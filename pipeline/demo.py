@@ -61,9 +61,12 @@ class DemoOptions:
     lr: float = 2e-3
     sample_steps: int = 12
     griffin_lim_iters: int = 3
-    # Guidance as the paper (c + w·(c − u)) on a linear ramp, kept to the conditional's top-p nucleus: without
-    # the nucleus, guidance promoted tokens the conditional model rules out and broke inpainting (seam clicks
-    # up to 84 dB) and the beat of image→audio at w ≥ 2 (docs/method.md, "The demo")
+    # Guidance as the paper (c + w·(c − u)) on a linear ramp; every draw, guided or not, kept to the
+    # conditional's top-p nucleus: without it guidance promoted tokens the conditional model rules out
+    # (inpainting seam clicks up to 84 dB, a broken beat at w ≥ 2), and unguided draws took a steady tone's
+    # stray codes as dropouts. Joint generation decodes the picture first, then the sound given it: on one
+    # schedule the first steps reveal picture and sound tokens of different classes at once
+    # (docs/method.md, "The demo")
     cfg: float = 1.0
     cfg_schedule: str = "linear"
     top_p: float = 0.7
