@@ -26,6 +26,12 @@ from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device
               help="linear ramps w·(t+1)/T.")
 @click.option("--temperature", default=4.5, show_default=True, type=NON_NEGATIVE,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Keep every draw (guided or not) to the top-p nucleus of the conditional distribution; "
+                   "1 = the paper's sampler (the demo uses 0.7).")
+@click.option("--joint-order", default="together", show_default=True, type=click.Choice(["together", "image-first"]),
+              help="--joint only: one schedule over picture and sound (the paper), or the picture first and "
+                   "then the sound given it.")
 @click.option("--device", default="cpu", show_default=True, type=Device(), help="cpu, cuda, cuda:1, mps ...")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Transformer autocast; auto = bf16 (fp16 on pre-Ampere) on CUDA, fp32 elsewhere.")
@@ -34,7 +40,7 @@ from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device
 @click.option("--image-tokenizer", type=EXISTING_FILE, help="Image tokenizer file, if it moved.")
 @click.option("--audio-tokenizer", type=EXISTING_FILE, help="Audio tokenizer file, if it moved.")
 def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples, seed, steps, cfg, cfg_schedule, temperature,
-             device, precision, vocoder, image_tokenizer, audio_tokenizer) -> None:
+             top_p, joint_order, device, precision, vocoder, image_tokenizer, audio_tokenizer) -> None:
     """Generate audio from an image (and the other directions) with a trained checkpoint.
 
     Output files that exist already are refused (nothing is replaced) unless --overwrite."""
@@ -66,7 +72,7 @@ def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples,
                                num_samples=num_samples, seed=seed, steps=steps, cfg=cfg, cfg_schedule=cfg_schedule,
                                temperature=temperature, device=device, precision=precision, vocoder=vocoder,
                                image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
-                               overwrite=overwrite, progress=progress)
+                               overwrite=overwrite, progress=progress, top_p=top_p, joint_order=joint_order)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None

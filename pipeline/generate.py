@@ -68,7 +68,8 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
                  cfg: float = 3.0, cfg_schedule: str = "constant", temperature: float = 4.5,
                  device: str = "cpu", vocoder: str | os.PathLike | None = None,
                  image_tokenizer: str | os.PathLike | None = None, audio_tokenizer: str | os.PathLike | None = None,
-                 precision: str = "auto", overwrite: bool = False, progress=None) -> list[Path]:
+                 precision: str = "auto", overwrite: bool = False, progress=None, top_p: float = 1.0,
+                 joint_order: str = "together") -> list[Path]:
     """`avtok generate`: read inputs, sample, decode, vocode, then write every output file.
 
     Everything that can fail (inputs, checkpoint, tokenizers, vocoder file) is checked before any
@@ -88,7 +89,7 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
     voc = load_vocoder(vocoder, device=bundle.device) if task != "audio2image" else None
     result = generate(bundle, task, image=img, spec01=mel, hole=span, num_samples=num_samples, seed=seed,
                       steps=steps, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, vocoder=voc,
-                      progress=progress, precision=precision)
+                      progress=progress, precision=precision, top_p=top_p, joint_order=joint_order)
     files: dict[Path, bytes] = {}
     for i, group in enumerate(paths):
         if "wav" in group:
