@@ -195,7 +195,6 @@ def sample(
     n_img = model.cfg.image_tokens
     img, aud, target_i, target_a, cond_modality = _task_setup(
         task, image_tokens, audio_tokens, audio_hole, num_samples, n_img, model.cfg.audio_tokens, device)
-    n_aud = aud.shape[1]
 
     image_first = task == "joint" and joint_order == "image-first"
     tokens = torch.cat([img, aud], dim=1)  # [B, 521]
@@ -220,21 +219,7 @@ def sample(
                                      top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
-        logp_parts, draw_parts = [], []
-        for logits, lo, hi in ((logits_i, 0, n_img), (logits_a, n_img, n_img + n_aud)):
-            if logits is None:
-                continue
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            # Gumbel-max draws exactly from softmax(logits).
-            draw = (logp + _draw_gumbel(tuple(logp.shape), generator, device)).argmax(dim=-1)
-            logp_parts.append((lo, hi, logp.gather(-1, draw.unsqueeze(-1)).squeeze(-1)))
-            draw_parts.append((lo, hi, draw))
-        sel_logp = torch.full(tokens.shape, math.inf, device=device)
-        sampled = tokens.clone()
-        for lo, hi, draw in draw_parts:
-            sampled[:, lo:hi] = draw
-        for lo, hi, lp in logp_parts:
-            sel_logp[:, lo:hi] = lp
+        sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device)
         unknown = ~known
         sampled = torch.where(unknown, sampled, tokens)
 
@@ -262,6 +247,23 @@ def sample(
                       cfg_schedule=cfg_schedule, choice_temperature=choice_temperature, generator=generator,
                       callback=callback, top_p=top_p)
     return sampled[:, :n_img], sampled[:, n_img:]
+
+
+def _draw(logits_i: torch.Tensor | None, logits_a: torch.Tensor | None, tokens: torch.Tensor, n_img: int,
+          generator: torch.Generator | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per position of the modalities that have logits (image first, then audio): (tokens with
+    the draws in place, log p of each draw; +inf where nothing was drawn)."""
+    sel_logp = torch.full(tokens.shape, math.inf, device=device)
+    sampled = tokens.clone()
+    for logits, lo, hi in ((logits_i, 0, n_img), (logits_a, n_img, tokens.shape[1])):
+        if logits is None:
+            continue
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        # Gumbel-max draws exactly from softmax(logits).
+        draw = (logp + _draw_gumbel(tuple(logp.shape), generator, device)).argmax(dim=-1)
+        sel_logp[:, lo:hi] = logp.gather(-1, draw.unsqueeze(-1)).squeeze(-1)
+        sampled[:, lo:hi] = draw
+    return sampled, sel_logp
 
 
 def _logits(
