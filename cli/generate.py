@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device
+from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device, finite
 
 
 @click.command("generate")
@@ -26,7 +26,7 @@ from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device
               help="linear ramps w·(t+1)/T.")
 @click.option("--temperature", default=4.5, show_default=True, type=NON_NEGATIVE,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
-@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+@click.option("--top-p", default=1.0, show_default=True, type=finite(0.0, 1.0, open_min=True),
               help="Keep every draw (guided or not) to the top-p nucleus of the conditional distribution; "
                    "1 = the paper's sampler (the demo uses 0.7).")
 @click.option("--joint-order", default="together", show_default=True, type=click.Choice(["together", "image-first"]),
