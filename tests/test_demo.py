@@ -68,10 +68,10 @@ def _comparable(metrics: dict) -> dict:
 
 
 # The quick configuration (8 clips a class, 200 steps, under 2 minutes) is checked for reproducibility, its
-# reference scores and that it trains: over seeds 0-4 its generations stay at chance (every task 0.00-0.25 on
-# 16 clips), so no task floor can be set from that spread, but the final training loss does move from
-# 3.35 (mean of the first 25 steps) to 2.20-2.36: QUICK_FINAL_LOSS sits above the 5-seed maximum
-# (docs/method.md, "The demo").
+# reference scores and that it trains: over seeds 0-4 its generations stay near chance (every task
+# 0.000-0.375 on 16 clips, joint 0.000), so no task floor can be set from that spread, but the final training
+# loss does move from 3.31-3.35 (mean of the first 25 steps) to 2.27-2.48: QUICK_FINAL_LOSS sits above the
+# 5-seed maximum (docs/method.md, "The demo").
 QUICK_FINAL_LOSS = 2.6
 
 
