@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import NON_NEGATIVE, OUT_DIR, POS_INT, SEED, finite
+from .options import JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
 
 
 @click.command("demo")
@@ -19,9 +19,9 @@ from .options import NON_NEGATIVE, OUT_DIR, POS_INT, SEED, finite
 @click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations (default 1).")
 @click.option("--cfg-schedule", default=None, type=click.Choice(["constant", "linear"]),
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
-@click.option("--top-p", default=None, type=finite(0.0, 1.0, open_min=True),
+@click.option("--top-p", default=None, type=TOP_P,
               help="Keep every draw, guided or not, to the top-p nucleus of the conditional (default 0.7; 1 = the paper).")
-@click.option("--joint-order", default=None, type=click.Choice(["together", "image-first"]),
+@click.option("--joint-order", default=None, type=JOINT_ORDER,
               help="Joint generation on one schedule (the paper) or picture first, then sound (default image-first).")
 @click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers / Ray workers.")
 @click.option("--threads", default=None, type=POS_INT, help="torch threads (default 2; results are bit-identical for one thread count).")

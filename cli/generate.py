@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device, finite
+from .options import EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT_FILE, SEED, TOP_P, Device
 
 
 @click.command("generate")
@@ -26,10 +26,10 @@ from .options import EXISTING_FILE, NON_NEGATIVE, OUT_FILE, SEED, Device, finite
               help="linear ramps w·(t+1)/T.")
 @click.option("--temperature", default=4.5, show_default=True, type=NON_NEGATIVE,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
-@click.option("--top-p", default=1.0, show_default=True, type=finite(0.0, 1.0, open_min=True),
+@click.option("--top-p", default=1.0, show_default=True, type=TOP_P,
               help="Keep every draw (guided or not) to the top-p nucleus of the conditional distribution; "
                    "1 = the paper's sampler (the demo uses 0.7).")
-@click.option("--joint-order", default="together", show_default=True, type=click.Choice(["together", "image-first"]),
+@click.option("--joint-order", default="together", show_default=True, type=JOINT_ORDER,
               help="--joint only: one schedule over picture and sound (the paper), or the picture first and "
                    "then the sound given it.")
 @click.option("--device", default="cpu", show_default=True, type=Device(), help="cpu, cuda, cuda:1, mps ...")

@@ -196,7 +196,8 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
     if vocoder is not None and task != "audio2image":
         waves = np.asarray(vocoder(mels), dtype=np.float32)
     meta = {"task": task, "seed": seed, "steps": steps, "cfg": cfg, "cfg_schedule": cfg_schedule,
-            "temperature": temperature, "top_p": top_p, "joint_order": joint_order, "precision": precision, "checkpoint": bundle.checkpoint, "step": bundle.step}
+            "temperature": temperature, "top_p": top_p, "joint_order": joint_order, "precision": precision,
+            "checkpoint": bundle.checkpoint, "step": bundle.step}
     if audio_hole is not None:
         meta["hole_s"] = list(hole)
         meta["hole_columns"] = audio_hole.view(*AUDIO_GRID)[0].nonzero().flatten().tolist()

@@ -51,6 +51,14 @@ IMAGE_GRID = (FRAME_SIZE // PATCH, FRAME_SIZE // PATCH)  # (16, 16)
 AUDIO_GRID = (N_MELS // PATCH, MEL_FRAMES // PATCH)  # (5, 53)
 IMAGE_TOKENS = IMAGE_GRID[0] * IMAGE_GRID[1]  # 256
 AUDIO_TOKENS = AUDIO_GRID[0] * AUDIO_GRID[1]  # 265
+AUDIO_COLUMN_FRAMES = MEL_FRAMES // AUDIO_GRID[1]  # 16 mel frames per audio token column
+AUDIO_COLUMN_S = AUDIO_COLUMN_FRAMES * HOP / SAMPLE_RATE  # 0.186 s of sound per column
+
+
+def audio_column_edge_s(w: int) -> float:
+    """Where audio token column w begins, in seconds of the clip: its first mel frame is
+    AUDIO_COLUMN_FRAMES·w + CROP_START and every frame owns one hop around its centre."""
+    return ((AUDIO_COLUMN_FRAMES * w + CROP_START) * HOP - HOP / 2) / SAMPLE_RATE
 AUDIO_ORDER = "row-major over (mel band, time); row 0 = lowest band"
 
 # What the model can be asked to do; image→audio is the headline.

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .geometry import AUDIO_GRID, CLIP_SECONDS, CROP_START, HOP, MEL_FRAMES, SAMPLE_RATE, TASKS
+from .geometry import AUDIO_GRID, CLIP_SECONDS, TASKS, audio_column_edge_s
 
 CFG_SCHEDULES = ("constant", "linear")
 JOINT_ORDERS = ("together", "image-first")
@@ -60,13 +60,10 @@ def seconds_to_audio_hole(start_s: float, end_s: float) -> torch.Tensor:
     if end_s <= start_s:
         raise ValueError(f"empty audio hole {start_s:g}-{end_s:g} s: the end must be after the start, within 0-10 s")
     n_cols = AUDIO_GRID[1]
-    per_col = MEL_FRAMES // n_cols
     cols = torch.zeros(n_cols, dtype=torch.bool)
     for w in range(n_cols):
-        first = (per_col * w + CROP_START) * HOP - HOP / 2
-        last = (per_col * (w + 1) - 1 + CROP_START) * HOP + HOP / 2
-        lo = 0.0 if w == 0 else first / SAMPLE_RATE
-        hi = CLIP_SECONDS if w == n_cols - 1 else last / SAMPLE_RATE
+        lo = 0.0 if w == 0 else audio_column_edge_s(w)
+        hi = CLIP_SECONDS if w == n_cols - 1 else audio_column_edge_s(w + 1)
         if min(hi, end_s) > max(lo, start_s):
             cols[w] = True
     hit = cols.nonzero().flatten()
@@ -278,8 +275,8 @@ def _logits(
     k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
-        return tuple(_keep_nucleus(c, c, top_p) if want else None  # type: ignore[return-value]
-                     for c, want in zip((c_i, c_a), wanted, strict=True))
+        return (_keep_nucleus(c_i, c_i, top_p) if wanted[0] else None,
+                _keep_nucleus(c_a, c_a, top_p) if wanted[1] else None)
     u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
     u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
     both_i, both_a = model.forward_logits(

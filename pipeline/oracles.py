@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from avtok.model.geometry import AUDIO_GRID, HOP, SAMPLE_RATE, audio_column_edge_s
 
 from . import synthetic as syn
 
@@ -113,15 +114,15 @@ def seam_click_db(wave: np.ndarray, sr: int, seams_s: list[float]) -> float:
     return worst if np.isfinite(worst) else 0.0
 
 
-def hole_seams_s(hole: np.ndarray, grid: tuple[int, int] = (5, 53)) -> list[float]:
+def hole_seams_s(hole: np.ndarray, grid: tuple[int, int] = AUDIO_GRID) -> list[float]:
     """Seconds at the edges of an audio-token hole (Bool[265], rows × columns): where the regenerated
-    span meets the given audio (column w starts at mel frame 16·w + 6, hop 256 at 22050 Hz)."""
+    span meets the given audio, taken at the centre of the column's first mel frame (half a hop after
+    `audio_column_edge_s`; the click measure's ±50 ms window covers both)."""
     cols = np.asarray(hole, dtype=bool).reshape(grid).any(axis=0)
     idx = np.flatnonzero(cols)
-    per_col = 848 // grid[1]
 
     def col_start(w: int) -> float:
-        return (per_col * w + 6) * 256 / syn.SAMPLE_RATE
+        return audio_column_edge_s(w) + HOP / 2 / SAMPLE_RATE
 
     seams = []
     if idx[0] > 0:

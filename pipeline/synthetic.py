@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from avtok.model.files import atomic_write_bytes
-from avtok.model.geometry import CROP_START, HOP, PATCH, SAMPLE_RATE
+from avtok.model.geometry import AUDIO_COLUMN_S, AUDIO_GRID, SAMPLE_RATE, audio_column_edge_s
 
 from .ffmpeg import ffmpeg_exe
 
@@ -48,8 +48,7 @@ RHYTHMS = ("steady", "pulse")
 # codes (tone, silence, onset, offset) instead of one per place an edge can fall inside a patch
 # (docs/method.md, "The demo", says why)
 PULSE_COLUMNS = 3
-COLUMN_S = PATCH * HOP / SAMPLE_RATE  # 0.186 s of sound per audio token column
-PULSE_HZ = 1.0 / (2 * PULSE_COLUMNS * COLUMN_S)  # 0.897 Hz
+PULSE_HZ = 1.0 / (2 * PULSE_COLUMNS * AUDIO_COLUMN_S)  # 0.897 Hz
 PULSE_THRESHOLD = 0.3  # pulse_strength: a 50 % on/off beat gives ≈ 0.64, a steady tone ≈ 0
 COLOURS = ("e02828", "f08c00", "e8e020", "28c03c", "20d0d0", "2850f0", "9040e0", "f040b0")
 COLOUR_NAMES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "magenta")
@@ -119,10 +118,10 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
 
 
 def pulse_gate(n: int, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """1/0 per sample: on in token columns 0-2, 6-8, ... (a sample belongs to the column of its nearest
-    mel frame; the few samples before the mel crop belong to column 0)."""
-    frame = np.arange(n) * (SAMPLE_RATE / sr) / HOP  # mel frame (centre) index at the model's rate
-    column = np.maximum(0, np.floor((frame + 0.5 - CROP_START) / PATCH)).astype(np.int64)
+    """1/0 per sample: on in token columns 0-2, 6-8, ... (`audio_column_edge_s` says where a column
+    begins; the few samples before the mel crop belong to column 0, those after it to the last)."""
+    edges = np.array([audio_column_edge_s(w) for w in range(1, AUDIO_GRID[1] + PULSE_COLUMNS)])
+    column = np.searchsorted(edges, np.arange(n) / sr, side="right")
     return ((column // PULSE_COLUMNS) % 2 == 0).astype(np.float64)
 
 

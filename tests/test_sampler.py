@@ -281,6 +281,13 @@ def test_seconds_to_audio_hole_columns() -> None:
     assert seconds_to_audio_hole(3.0, 6.0).shape == (265,) and seconds_to_audio_hole(3.0, 6.0).dtype == torch.bool
     with pytest.raises(ValueError, match="empty audio hole"):
         seconds_to_audio_hole(5.0, 4.0)
+    # the column edges come from geometry: column w begins half a hop before mel frame 16w + 6
+    from avtok.model.geometry import AUDIO_COLUMN_S, audio_column_edge_s
+
+    assert audio_column_edge_s(15) == ((16 * 15 + 6) * 256 - 128) / 22050
+    assert AUDIO_COLUMN_S == pytest.approx(audio_column_edge_s(16) - audio_column_edge_s(15)) == 4096 / 22050
+    just_in = audio_column_edge_s(20) + 1e-6  # a hole starting just inside column 20 hits it (and 19)
+    assert cols(seconds_to_audio_hole(just_in, just_in + 0.01)) == [19, 20, 21]
 
 
 def test_bad_arguments() -> None:
