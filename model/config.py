@@ -4,6 +4,9 @@ Open choices of the paper, with their defaults (see README "avtok train"):
 * `drop_rule="extend"`: always drop floor(drop_ratio·N) tokens per modality, masked ones first; a dropped
   visible token counts as masked (effective ratio max(r, drop_ratio)); shapes stay static. "clamp" drops
   only masked tokens, min(floor(drop_ratio·N), fewest masked in the batch): MAGE-like, variable length.
+  "masked" drops every masked token, in training and in sampling (MAE): the encoder sees only visible
+  tokens and `drop_ratio` is unused (samples of similar length are encoded together: a host sync per
+  group).
 * `detach_tied=False`: the output layer uses the live embedding weight (MaskGIT); True detaches it (MAGE).
 * `ratio_per="sample"`: one mask ratio per sample and modality; "batch" draws one per batch (MAGE).
 * `full_mask_prob=0.0` (paper): with this probability a sample gets one modality (image or audio, even
@@ -17,6 +20,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .geometry import AUDIO_TOKENS, IMAGE_TOKENS
+
+DROP_RULES = ("extend", "clamp", "masked")
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class AVConfig:
     mask_mu: float = 0.7
     mask_std: float = 0.25
     drop_ratio: float = 0.5
-    drop_rule: str = "extend"  # "extend" | "clamp"
+    drop_rule: str = "extend"  # one of DROP_RULES
     ratio_per: str = "sample"  # "sample" | "batch"
     detach_tied: bool = False
     full_mask_prob: float = 0.0
@@ -46,8 +51,8 @@ class AVConfig:
     grad_checkpoint: bool = False
 
     def __post_init__(self) -> None:
-        if self.drop_rule not in ("extend", "clamp"):
-            raise ValueError(f"drop_rule must be 'extend' or 'clamp', got {self.drop_rule!r}")
+        if self.drop_rule not in DROP_RULES:
+            raise ValueError(f"drop_rule must be one of {DROP_RULES}, got {self.drop_rule!r}")
         if self.ratio_per not in ("sample", "batch"):
             raise ValueError(f"ratio_per must be 'sample' or 'batch', got {self.ratio_per!r}")
         if not 0.0 <= self.mask_min < self.mask_max <= 1.0:

@@ -5,7 +5,8 @@ own embedding table of codebook+1 rows (the last row is [MASK]); the output laye
 (tied) plus a bias, over codebook entries only. Training masks a ratio per sample and modality drawn
 from a truncated Gaussian, drops a fixed number of tokens per modality before the encoder (masked ones
 first, so shapes are static), and the decoder sees the encoder output scattered back with every masked
-or dropped position set to one learnable mask vector. Loss: label-smoothed cross-entropy on masked
+or dropped position set to one learnable mask vector. With `drop_rule="masked"` every masked token is
+dropped, in training and in `forward_logits` alike, so the encoder sees only what is visible (MAE). Loss: label-smoothed cross-entropy on masked
 positions only, as one mean over all masked tokens of the batch.
 """
 
@@ -21,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from .config import AVConfig
 
 LN_EPS = 1e-6
+ENCODER_GROUPS = 4  # "masked" drop rule: a batch is encoded in this many groups of similar length
 
 
 class Attention(nn.Module):
@@ -32,10 +34,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attend: Tensor | None = None) -> Tensor:
+        """x [B, n, dim]; attend: optional Bool [B, 1, 1, n], the keys each query may look at."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 
@@ -51,8 +55,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, dim), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, attend: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), attend)
         return x + self.mlp(self.norm2(x))
 
 
@@ -152,13 +156,40 @@ class AVTransformer(nn.Module):
         nn.init.zeros_(self.audio_head.bias)
 
     # -- pieces shared by training and inference -------------------------------------------------------
-    def _run(self, blocks: nn.ModuleList, x: Tensor) -> Tensor:
+    def _run(self, blocks: nn.ModuleList, x: Tensor, attend: Tensor | None = None) -> Tensor:
         for blk in blocks:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
+                x = checkpoint(blk, x, attend, use_reentrant=False)
             else:
-                x = blk(x)
+                x = blk(x, attend)
         return x
+
+    def _encode_visible(self, x: Tensor, visible: Tensor) -> Tensor:
+        """Encode only the visible positions of x [B, n, dim] (Bool visible [B, n]); return the decoder
+        input [B, n, dec_dim] with the mask vector everywhere else ("masked" drop rule).
+
+        Samples are sorted by how many tokens they show and encoded in ENCODER_GROUPS groups, each padded
+        to its longest member with padded keys masked out, so a batch costs about what its visible tokens
+        cost rather than its longest sample (docs/method.md, "The demo").
+        """
+        bsz, n, dim = x.shape
+        counts = visible.sum(dim=1)
+        # visible positions first, in sequence order (stable sort of "is masked")
+        order = (~visible).to(torch.uint8).argsort(dim=1, stable=True)
+        mask_vec = self.mask_token.to(x.dtype)
+        full = mask_vec.expand(bsz, n, -1).clone()
+        by_count = counts.argsort(stable=True)
+        for rows in by_count.chunk(min(ENCODER_GROUPS, bsz)):
+            length = max(1, int(counts[rows].max()))
+            idx = order[rows, :length]
+            h = torch.gather(x[rows], 1, idx[..., None].expand(-1, -1, dim))
+            valid = torch.arange(length, device=x.device)[None, :] < counts[rows, None]
+            # a sample showing nothing attends to one (ignored) slot, so its softmax stays finite
+            attend = valid | (torch.arange(length, device=x.device)[None, :] == 0)
+            h = self.decoder_embed(self.norm(self._run(self.blocks, h, attend[:, None, None, :])))
+            h = torch.where(valid[..., None], h, mask_vec)
+            full[rows] = torch.scatter(full[rows], 1, idx[..., None].expand(-1, -1, h.shape[-1]), h)
+        return torch.where(visible[..., None], full, mask_vec)
 
     def _embed(self, image_in: Tensor, audio_in: Tensor) -> Tensor:
         x = torch.cat([self.image_embed(image_in), self.audio_embed(audio_in)], dim=1)
@@ -197,16 +228,18 @@ class AVTransformer(nn.Module):
         mi, keep_i = sample_masks(ri, ni, int(ni * c.drop_ratio), c.drop_rule, generator)
         ma, keep_a = sample_masks(ra, na, int(na * c.drop_ratio), c.drop_rule, generator)
         masked = torch.cat([mi, ma], dim=1)
-        keep = torch.cat([keep_i, keep_a + ni], dim=1)
-
         x = self._embed(torch.where(mi, self.image_mask_id, image_tokens),
                         torch.where(ma, self.audio_mask_id, audio_tokens))
-        x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
-        x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
-        mask_vec = self.mask_token.to(x.dtype)
-        full = torch.scatter(mask_vec.expand(bsz, ni + na, -1), 1,
-                             keep[..., None].expand(-1, -1, x.shape[-1]), x)
-        full = torch.where(masked[..., None], mask_vec, full)
+        if c.drop_rule == "masked":
+            full = self._encode_visible(x, ~masked)
+        else:
+            keep = torch.cat([keep_i, keep_a + ni], dim=1)
+            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
+            x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
+            mask_vec = self.mask_token.to(x.dtype)
+            full = torch.scatter(mask_vec.expand(bsz, ni + na, -1), 1,
+                                 keep[..., None].expand(-1, -1, x.shape[-1]), x)
+            full = torch.where(masked[..., None], mask_vec, full)
         logits_i, logits_a = self._decode(full)
 
         eps = c.label_smoothing
@@ -238,9 +271,12 @@ class AVTransformer(nn.Module):
         audio_known = audio_known.bool().expand(audio_tokens.shape)
         x = self._embed(torch.where(image_known, image_tokens.long(), self.image_mask_id),
                         torch.where(audio_known, audio_tokens.long(), self.audio_mask_id))
-        x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
         known = torch.cat([image_known, audio_known], dim=1)
-        x = torch.where(known[..., None], x, self.mask_token.to(x.dtype))
+        if self.cfg.drop_rule == "masked":
+            x = self._encode_visible(x, known)
+        else:
+            x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
+            x = torch.where(known[..., None], x, self.mask_token.to(x.dtype))
         logits_i, logits_a = self._decode(x)
         return logits_i.float(), logits_a.float()
 
@@ -261,7 +297,8 @@ def num_params(model: nn.Module) -> int:
 
 
 def n_encoder_tokens(cfg: AVConfig) -> int:
-    """Encoder length in training ("extend" rule): tokens kept after the fixed drop."""
+    """Encoder length in training ("extend" rule): tokens kept after the fixed drop (for "masked", which
+    keeps only the visible tokens of each sample, this fixed length is an upper bound)."""
     return (cfg.image_tokens - int(cfg.image_tokens * cfg.drop_ratio)
             + cfg.audio_tokens - int(cfg.audio_tokens * cfg.drop_ratio))
 

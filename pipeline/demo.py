@@ -195,14 +195,16 @@ def stage_train(tokens: Path, out: Path, o: DemoOptions, say: Say) -> tuple[Path
 # ----------------------------------------------------------------------------------------------- report
 def _test_clips(extracted: Path) -> dict[str, dict[str, Any]]:
     """video_id → {frame (uint8 256×256×3, index 5), audio (float32), label} of the extracted test clips."""
-    from .extracted import read_extracted_shard
+    from .extracted import decode_sample, iter_raw_samples
 
     clips = {}
     for tar in sorted(extracted.glob("shard-*.tar")):
-        for s in read_extracted_shard(tar):
-            if s.meta.get("split") == "test":
-                clips[s.meta["video_id"]] = {"frame": s.frames[EVAL_FRAME], "audio": s.audio,
-                                             "label": s.meta["label"], "mel": s.mel.astype(np.float32)}
+        for key, members in iter_raw_samples(tar):
+            if json.loads(members.get("json", b"{}")).get("split") != "test":
+                continue  # only the held-out clips are decoded (the train clips are 7 in 8)
+            s = decode_sample(key, members)
+            clips[s.meta["video_id"]] = {"frame": s.frames[EVAL_FRAME], "audio": s.audio,
+                                         "label": s.meta["label"], "mel": s.mel.astype(np.float32)}
     return clips
 
 

@@ -191,3 +191,64 @@ def test_grad_checkpoint_gives_same_gradients():
         m(img, aud, generator=torch.Generator().manual_seed(9))[0].backward()
     for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.allclose(pa.grad, pb.grad, atol=1e-6), n
+
+
+def _encode_one_by_one(model: AVTransformer, img: torch.Tensor, aud: torch.Tensor,
+                       visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "masked" rule spelled out per sample: encode exactly the visible tokens (no padding, no groups)."""
+    outs_i, outs_a = [], []
+    for b in range(img.shape[0]):
+        x = model._embed(img[b:b + 1], aud[b:b + 1])[:, visible[b]]
+        full = model.mask_token.expand(1, visible.shape[1], -1).clone()
+        if visible[b].any():
+            full[:, visible[b]] = model.decoder_embed(model.norm(model._run(model.blocks, x)))
+        li, la = model._decode(full)
+        outs_i.append(li)
+        outs_a.append(la)
+    return torch.cat(outs_i), torch.cat(outs_a)
+
+
+def test_masked_rule_encodes_only_visible_tokens():
+    model = tiny(drop_rule="masked").eval()
+    img, aud = tokens(6)
+    g = torch.Generator().manual_seed(4)
+    known_i = torch.rand(6, 256, generator=g) < torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0, 0.3])[:, None]
+    known_a = torch.rand(6, 265, generator=g) < torch.tensor([0.0, 0.7, 0.0, 0.2, 1.0, 0.6])[:, None]
+    with torch.no_grad():
+        li, la = model.forward_logits(img, aud, known_i, known_a)
+        ri, ra = _encode_one_by_one(model, img, aud, torch.cat([known_i, known_a], dim=1))
+    assert torch.isfinite(li).all() and torch.isfinite(la).all()  # sample 0 shows nothing at all
+    # groups of different lengths with padded keys masked out give each sample its own encoding
+    assert torch.allclose(li, ri, atol=1e-5) and torch.allclose(la, ra, atol=1e-5)
+    # the value of a masked token never matters, not even through the encoder's attention
+    img2 = torch.where(known_i, img, (img + 5) % CB)
+    with torch.no_grad():
+        li2, la2 = model.forward_logits(img2, aud, known_i, known_a)
+    assert torch.equal(li, li2) and torch.equal(la, la2)
+
+
+def test_masked_rule_training_loss_and_gradients():
+    model = tiny(drop_rule="masked", full_mask_prob=0.5)
+    img, aud = tokens(5)
+    captured = []
+    hooks = [h.register_forward_hook(lambda _m, _i, out: captured.append(out))
+             for h in (model.image_head, model.audio_head)]
+    loss, stats = model(img, aud, generator=torch.Generator().manual_seed(2))
+    for h in hooks:
+        h.remove()
+    g = torch.Generator().manual_seed(2)
+    ri, ra = model.sample_ratios(5, g, "cpu")
+    mi, _ = sample_masks(ri, 256, 128, "masked", g)
+    ma, _ = sample_masks(ra, 265, 132, "masked", g)
+    # nothing beyond the drawn ratio is masked ("extend" would mask at least half)
+    assert [int(v) for v in mi.sum(1)] == [math.ceil(r * 256 - 1e-6) for r in ri.tolist()]
+    assert stats["mask_image"].item() == pytest.approx(mi.float().mean().item())
+    li, la = captured
+    with torch.no_grad():
+        ref_i, ref_a = _encode_one_by_one(model, img, aud, ~torch.cat([mi, ma], dim=1))
+    assert torch.allclose(li, ref_i, atol=1e-5) and torch.allclose(la, ref_a, atol=1e-5)
+    ce = (torch.nn.functional.cross_entropy(li[mi], img[mi], label_smoothing=0.1, reduction="sum")
+          + torch.nn.functional.cross_entropy(la[ma], aud[ma], label_smoothing=0.1, reduction="sum"))
+    assert loss.item() == pytest.approx((ce / (mi.sum() + ma.sum())).item(), rel=1e-5)
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()] == []
