@@ -15,7 +15,7 @@ from .options import JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
 @click.option("--seed", default=None, type=SEED, help="Seed of the data, codebooks, training and sampling.")
 @click.option("--train-steps", default=None, type=POS_INT, help="Optimizer steps of the tiny model.")
 @click.option("--batch-size", default=None, type=POS_INT)
-@click.option("--clips-per-class", default=None, type=click.IntRange(min=2), help="Clips per class (8 classes).")
+@click.option("--clips-per-class", default=None, type=click.IntRange(min=2), help="Clips per class (8 classes; default 40, of which the last 5 are held out, 2 with --quick).")
 @click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations (default 1).")
 @click.option("--cfg-schedule", default=None, type=click.Choice(["constant", "linear"]),
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
@@ -44,6 +44,10 @@ def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_sc
                         ("top_p", top_p), ("joint_order", joint_order), ("workers", workers), ("threads", threads)):
         if value is not None:
             setattr(opts, name, value)
+    if opts.clips_per_class <= opts.test_per_class:
+        raise click.BadParameter(f"{opts.clips_per_class} clips a class leave none to train on: the last "
+                                 f"{opts.test_per_class} of each class are held out; use at least "
+                                 f"{opts.test_per_class + 1}", param_hint="'--clips-per-class'")
     try:
         metrics = run_demo(opts, say=lambda msg: click.echo(msg, err=True))
     except (RuntimeError, ValueError) as exc:

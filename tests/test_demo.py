@@ -144,3 +144,14 @@ def test_demo_end_to_end(tmp_path) -> None:
     assert "reusing" in r2.output
     again = json.loads((report / "metrics.json").read_text())
     assert again["tasks"] == t
+
+
+def test_demo_refuses_too_few_clips_to_train_on(tmp_path) -> None:
+    """--clips-per-class at or under the held-out count exits 2 naming the option, before anything is made."""
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(cli, ["demo", "--out", str(out), "--clips-per-class", "5"])
+    assert r.exit_code == 2
+    assert "'--clips-per-class'" in r.output and "use at least 6" in r.output
+    assert not out.exists()
+    r = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out), "--clips-per-class", "2"])
+    assert r.exit_code == 2 and "use at least 3" in r.output and not out.exists()
