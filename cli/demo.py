@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
+from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
 
 
 @click.command("demo")
@@ -17,7 +17,7 @@ from .options import JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
 @click.option("--batch-size", default=None, type=POS_INT)
 @click.option("--clips-per-class", default=None, type=click.IntRange(min=2), help="Clips per class (8 classes; default 40, of which the last 5 are held out, 2 with --quick).")
 @click.option("--cfg", default=None, type=NON_NEGATIVE, help="Guidance scale of the 'CFG on' generations (default 1).")
-@click.option("--cfg-schedule", default=None, type=click.Choice(["constant", "linear"]),
+@click.option("--cfg-schedule", default=None, type=CFG_SCHEDULE,
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
 @click.option("--top-p", default=None, type=TOP_P,
               help="Keep every draw, guided or not, to the top-p nucleus of the conditional (default 0.7; 1 = the paper).")

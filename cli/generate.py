@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT_FILE, SEED, TOP_P, Device
+from .options import CFG_SCHEDULE, EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT_FILE, SEED, TOP_P, Device
 
 
 @click.command("generate")
@@ -22,7 +22,7 @@ from .options import EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT_FILE, SEED, T
 @click.option("--steps", default=30, show_default=True, type=click.IntRange(1, 1000), help="Decoding steps T.")
 @click.option("--cfg", default=3.0, show_default=True, type=NON_NEGATIVE,
               help="Guidance w in c + w·(c - u); 0 turns it off.")
-@click.option("--cfg-schedule", default="constant", show_default=True, type=click.Choice(["constant", "linear"]),
+@click.option("--cfg-schedule", default="constant", show_default=True, type=CFG_SCHEDULE,
               help="linear ramps w·(t+1)/T.")
 @click.option("--temperature", default=4.5, show_default=True, type=NON_NEGATIVE,
               help="Choice temperature tau of the Gumbel noise on the confidence.")
