@@ -2,6 +2,11 @@
 
     python bench/train.py --preset large --batch 128 --precision bf16 --modes eager,compile
     python bench/train.py --preset tiny --batch 16 --device cpu
+    python bench/train.py --batch 32 --device cpu --threads 2 --set dim=32 --set dec_dim=32 ... \
+        --vs drop_rule=masked --vs drop_rule=masked,dec_dim=16      # model variants against the first
+
+`--set KEY=VALUE` changes the preset for every run; each `--vs` adds a run with more changes after the
+plain one, so the printed ratio compares like with like.
 
 One full training step as in avtok train (masking + drop, autocast, GradScaler for fp16, clip 3.0,
 fused AdamW on GPU) on random tokens. Each mode runs in the same process, so the printed ratio to the
@@ -13,6 +18,7 @@ samples/s / peak; on CPU the peak is measured with a large fp32 matmul unless --
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 
@@ -35,12 +41,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def train_step(preset_name: str, batch: int, precision: str, mode: str, grad_checkpoint: bool,
-               device: torch.device, backend: str = "inductor") -> tuple[Callable[[], None], AVConfig, AVTransformer, torch.dtype]:
+               device: torch.device, backend: str = "inductor", overrides: dict | None = None,
+               ) -> tuple[Callable[[], None], AVConfig, AVTransformer, torch.dtype]:
     """Build model, optimizer and random tokens; return one optimizer step as a closure. Under an
     initialized process group the model is wrapped in DDP, as avtok train does for torchrun. `backend`:
     torch.compile's (aot_eager traces the same graphs without code generation: the CPU smoke test)."""
     dtype = resolve_precision(precision, device)
-    cfg = preset(preset_name, grad_checkpoint=grad_checkpoint)
+    cfg = preset(preset_name, grad_checkpoint=grad_checkpoint, **(overrides or {}))
     torch.manual_seed(0)
     raw = AVTransformer(cfg).to(device)
     model: torch.nn.Module = torch.compile(raw, backend=backend) if mode == "compile" else raw
@@ -97,10 +104,12 @@ def _now(device: torch.device) -> float:
 def measure_train(preset_name: str = "tiny", batch: int = 16, precision: str = "auto", mode: str = "eager",
                   grad_checkpoint: bool = False, steps: int = 5, warmup: int = 2,
                   device: torch.device | str = "auto", peak_tflops: float | None = None,
-                  deadline: Deadline | None = None, backend: str = "inductor") -> dict:
-    """Throughput, MFU and peak memory of `steps` training steps after `warmup` (compilation) steps."""
+                  deadline: Deadline | None = None, backend: str = "inductor", overrides: dict | None = None) -> dict:
+    """Throughput, MFU and peak memory of `steps` training steps after `warmup` (compilation) steps;
+    `overrides` change the preset's AVConfig fields."""
     device = resolve_device(str(device), 0) if not isinstance(device, torch.device) else device
-    step, cfg, raw, dtype = train_step(preset_name, batch, precision, mode, grad_checkpoint, device, backend)
+    step, cfg, raw, dtype = train_step(preset_name, batch, precision, mode, grad_checkpoint, device, backend,
+                                       overrides)
     warm_s, dt, done = time_steps(step, device, warmup, steps, deadline or Deadline())
     sps = batch / dt
     fps = flops_per_sample(cfg)
@@ -116,6 +125,19 @@ def measure_train(preset_name: str = "tiny", batch: int = 16, precision: str = "
             "precision": str(dtype).split(".")[-1]}
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """KEY=VALUE strings → AVConfig overrides, each value typed as that field's default."""
+    defaults = AVConfig()
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"{item!r}: {key!r} is not an AVConfig field")
+        kind = type(getattr(defaults, key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="tiny")
@@ -128,16 +150,22 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="AVConfig change for every run (repeatable)")
+    p.add_argument("--vs", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="a model variant timed after the plain one (repeatable)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    common = parse_overrides(args.sets)
+    variants = [("", common)] + [(v, {**common, **parse_overrides(v.split(","))}) for v in args.vs]
     base = None
-    for mode in args.modes.split(","):
+    for mode, (label, overrides) in itertools.product(args.modes.split(","), variants):
         r = measure_train(args.preset, args.batch, args.precision, mode, args.grad_checkpoint, args.steps,
-                          args.warmup, args.device, args.peak_tflops)
+                          args.warmup, args.device, args.peak_tflops, overrides=overrides)
         base = base or r["samples_per_s"]
         mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:.3g} TF" if r["mfu"] is not None else "n/a"
-        print(f"{args.preset} {r['precision']} batch {args.batch} {mode} on {r['device']}: "
+        print(f"{args.preset} {r['precision']} batch {args.batch} {f'{mode} {label}'.strip()} on {r['device']}: "
               f"{r['samples_per_s']:.1f} samples/s ({r['ms_per_step']:.0f} ms/step, ×{r['samples_per_s'] / base:.2f}) | "
               f"{r['tokens_per_s']:.0f} tokens/s | {r['gflop_per_sample']:.3f} GFLOP/sample → {r['tflops']:.4f} TFLOP/s | "
               f"MFU {mfu} | peak mem {r['peak_mem_gib']:.2f} GiB | warmup {r['warmup_s']:.1f} s", flush=True)

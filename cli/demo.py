@@ -36,7 +36,7 @@ def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_sc
     Writes OUT/report/: wav/, png/, loss_curve.png, metrics.json; prints a summary table. The same
     command, seed and --threads give the same metrics, bit for bit, on one machine.
     """
-    from avtok.pipeline.demo import DemoOptions, quick_options, run_demo, summary_table
+    from avtok.pipeline.demo import DemoOptions, check_options, quick_options, run_demo, summary_table
 
     opts = quick_options(out=out) if quick else DemoOptions(out=out)
     for name, value in (("seed", seed), ("train_steps", train_steps), ("batch_size", batch_size),
@@ -44,10 +44,10 @@ def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_sc
                         ("top_p", top_p), ("joint_order", joint_order), ("workers", workers), ("threads", threads)):
         if value is not None:
             setattr(opts, name, value)
-    if opts.clips_per_class <= opts.test_per_class:
-        raise click.BadParameter(f"{opts.clips_per_class} clips a class leave none to train on: the last "
-                                 f"{opts.test_per_class} of each class are held out; use at least "
-                                 f"{opts.test_per_class + 1}", param_hint="'--clips-per-class'")
+    try:
+        check_options(opts)
+    except ValueError as exc:  # a bad value, refused before anything is made (exit 2)
+        raise click.BadParameter(str(exc), param_hint="'--clips-per-class'") from exc
     try:
         metrics = run_demo(opts, say=lambda msg: click.echo(msg, err=True))
     except (RuntimeError, ValueError) as exc:

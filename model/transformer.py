@@ -6,8 +6,8 @@ own embedding table of codebook+1 rows (the last row is [MASK]); the output laye
 from a truncated Gaussian, drops a fixed number of tokens per modality before the encoder (masked ones
 first, so shapes are static), and the decoder sees the encoder output scattered back with every masked
 or dropped position set to one learnable mask vector. With `drop_rule="masked"` every masked token is
-dropped, in training and in `forward_logits` alike, so the encoder sees only what is visible (MAE). Loss: label-smoothed cross-entropy on masked
-positions only, as one mean over all masked tokens of the batch.
+dropped, in training and in `forward_logits` alike, so the encoder sees only what is visible (MAE).
+Loss: label-smoothed cross-entropy on masked positions only, as one mean over all masked tokens of the batch.
 """
 
 from __future__ import annotations
@@ -178,18 +178,22 @@ class AVTransformer(nn.Module):
         order = (~visible).to(torch.uint8).argsort(dim=1, stable=True)
         mask_vec = self.mask_token.to(x.dtype)
         full = mask_vec.expand(bsz, n, -1).clone()
-        by_count = counts.argsort(stable=True)
-        for rows in by_count.chunk(min(ENCODER_GROUPS, bsz)):
-            length = max(1, int(counts[rows].max()))
+        groups = counts.argsort(stable=True).chunk(min(ENCODER_GROUPS, bsz))
+        lengths = torch.stack([counts[rows].max() for rows in groups]).clamp(min=1).tolist()  # one host sync
+        for rows, length in zip(groups, lengths, strict=True):
             idx = order[rows, :length]
-            h = torch.gather(x[rows], 1, idx[..., None].expand(-1, -1, dim))
-            valid = torch.arange(length, device=x.device)[None, :] < counts[rows, None]
+            slot = torch.arange(length, device=x.device)[None, :]
+            valid = slot < counts[rows, None]
             # a sample showing nothing attends to one (ignored) slot, so its softmax stays finite
-            attend = valid | (torch.arange(length, device=x.device)[None, :] == 0)
-            h = self.decoder_embed(self.norm(self._run(self.blocks, h, attend[:, None, None, :])))
+            h = self._encoder(torch.gather(x[rows], 1, idx[..., None].expand(-1, -1, dim)),
+                              (valid | (slot == 0))[:, None, None, :])
             h = torch.where(valid[..., None], h, mask_vec)
             full[rows] = torch.scatter(full[rows], 1, idx[..., None].expand(-1, -1, h.shape[-1]), h)
         return torch.where(visible[..., None], full, mask_vec)
+
+    def _encoder(self, x: Tensor, attend: Tensor | None = None) -> Tensor:
+        """Encoder blocks, final norm and the map to the decoder width: [B, n, dim] → [B, n, dec_dim]."""
+        return self.decoder_embed(self.norm(self._run(self.blocks, x, attend)))
 
     def _embed(self, image_in: Tensor, audio_in: Tensor) -> Tensor:
         x = torch.cat([self.image_embed(image_in), self.audio_embed(audio_in)], dim=1)
@@ -225,8 +229,9 @@ class AVTransformer(nn.Module):
         bsz, ni = image_tokens.shape
         na = audio_tokens.shape[1]
         ri, ra = self.sample_ratios(bsz, generator, image_tokens.device)
-        mi, keep_i = sample_masks(ri, ni, int(ni * c.drop_ratio), c.drop_rule, generator)
-        ma, keep_a = sample_masks(ra, na, int(na * c.drop_ratio), c.drop_rule, generator)
+        drop = 0.0 if c.drop_rule == "masked" else c.drop_ratio  # "masked" drops by the mask, not a count
+        mi, keep_i = sample_masks(ri, ni, int(ni * drop), c.drop_rule, generator)
+        ma, keep_a = sample_masks(ra, na, int(na * drop), c.drop_rule, generator)
         masked = torch.cat([mi, ma], dim=1)
         x = self._embed(torch.where(mi, self.image_mask_id, image_tokens),
                         torch.where(ma, self.audio_mask_id, audio_tokens))
@@ -234,8 +239,7 @@ class AVTransformer(nn.Module):
             full = self._encode_visible(x, ~masked)
         else:
             keep = torch.cat([keep_i, keep_a + ni], dim=1)
-            x = torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1]))
-            x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
+            x = self._encoder(torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[-1])))
             mask_vec = self.mask_token.to(x.dtype)
             full = torch.scatter(mask_vec.expand(bsz, ni + na, -1), 1,
                                  keep[..., None].expand(-1, -1, x.shape[-1]), x)
@@ -275,8 +279,7 @@ class AVTransformer(nn.Module):
         if self.cfg.drop_rule == "masked":
             x = self._encode_visible(x, known)
         else:
-            x = self.decoder_embed(self.norm(self._run(self.blocks, x)))
-            x = torch.where(known[..., None], x, self.mask_token.to(x.dtype))
+            x = torch.where(known[..., None], self._encoder(x), self.mask_token.to(x.dtype))
         logits_i, logits_a = self._decode(x)
         return logits_i.float(), logits_a.float()
 

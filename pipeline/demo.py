@@ -82,10 +82,17 @@ class DemoOptions:
     workers: int = 2
     seed: int = 0
     # torch threads; results are bit-identical run to run for one thread count. With one attention head
-    # per block (model_overrides) a training step of 32 clips costs about 0.17 s on 2 threads; narrower
-    # heads cost more, not less (a decoder of width 8: 0.20 s against 0.15 s for 16 in a bare step):
-    # SDPA's CPU kernel is slow for narrow heads (measured on a 2-core CPU)
+    # per block (model_overrides) a training step of 32 clips costs 0.15-0.17 s on 2 threads; narrower
+    # heads are no faster (docs/method.md, "The demo", has the bench/train.py command): SDPA's CPU kernel is
+    # slow for narrow heads
     threads: int | None = 2
+
+
+def check_options(o: DemoOptions) -> None:
+    """Raise ValueError when the options cannot make a demo (before any file is written)."""
+    if o.clips_per_class <= o.test_per_class:
+        raise ValueError(f"{o.clips_per_class} clips a class leave none to train on: the last {o.test_per_class} "
+                         f"of each class are held out; use at least {o.test_per_class + 1}")
 
 
 def quick_options(**changes: Any) -> DemoOptions:
@@ -496,6 +503,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 def run_demo(o: DemoOptions | None = None, say: Say = print) -> dict[str, Any]:
     """Run (or finish) the demo in `o.out`; returns the metrics written to `out/report/metrics.json`."""
     o = o or DemoOptions()
+    check_options(o)
     if o.threads:
         import torch
 

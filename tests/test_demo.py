@@ -155,3 +155,6 @@ def test_demo_refuses_too_few_clips_to_train_on(tmp_path) -> None:
     assert not out.exists()
     r = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out), "--clips-per-class", "2"])
     assert r.exit_code == 2 and "use at least 3" in r.output and not out.exists()
+    with pytest.raises(ValueError, match="use at least 6"):  # the library refuses too, before making anything
+        D.run_demo(D.DemoOptions(out=str(out), clips_per_class=5), say=lambda _msg: None)
+    assert not out.exists()

@@ -55,3 +55,19 @@ def test_tiny_suite_runs_every_part_and_reports_every_row(tmp_path):
     for row_id in ROWS:
         assert row_id in table, f"{row_id} missing from the printed table"
         assert table[row_id][3:5] == [by_id[row_id]["target"], by_id[row_id]["result"]]
+
+
+def test_bench_train_compares_model_variants() -> None:
+    """`bench/train.py --set ... --vs ...`: one line per variant, the first the plain one (ratio ×1.00), each
+    variant named with its changes; a key that is not an AVConfig field exits non-zero naming it."""
+    cmd = [sys.executable, str(ROOT / "bench" / "train.py"), "--device", "cpu", "--batch", "2", "--steps", "1",
+           "--warmup", "0", "--set", "dim=16", "--set", "dec_dim=16", "--set", "depth=1", "--set", "dec_depth=1",
+           "--vs", "drop_rule=masked", "--vs", "drop_rule=masked,dec_dim=8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT / "bench")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3 and "×1.00" in lines[0]
+    assert " eager on " in lines[0] and " eager drop_rule=masked on " in lines[1]
+    assert " eager drop_rule=masked,dec_dim=8 on " in lines[2]
+    bad = subprocess.run(cmd[:2] + ["--set", "nope=1"], capture_output=True, text=True, timeout=300, cwd=ROOT / "bench")
+    assert bad.returncode != 0 and "'nope' is not an AVConfig field" in bad.stderr
