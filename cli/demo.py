@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOP_P
+from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOKEN_TEMPERATURE, TOP_P
 
 
 @click.command("demo")
@@ -21,12 +21,15 @@ from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, 
               help="Guidance over the decoding steps: constant w, or w·(t+1)/T.")
 @click.option("--top-p", default=None, type=TOP_P,
               help="Keep every draw, guided or not, to the top-p nucleus of the conditional (default 0.7; 1 = the paper).")
+@click.option("--token-temperature", default=None, type=TOKEN_TEMPERATURE,
+              help="Draw tokens given the condition from softmax(logits / T) (default 0.1; 1 = the paper). Joint "
+                   "pictures are drawn at 1.")
 @click.option("--joint-order", default=None, type=JOINT_ORDER,
               help="Joint generation on one schedule (the paper) or picture first, then sound (default image-first).")
 @click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers / Ray workers.")
 @click.option("--threads", default=None, type=POS_INT, help="torch threads (default 2; results are bit-identical for one thread count).")
-def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, top_p, joint_order, workers,
-         threads) -> None:
+def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, top_p, token_temperature,
+         joint_order, workers, threads) -> None:
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
     tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the
     tiny transformer, then score all four tasks on the held-out clips with analytic oracles:
@@ -41,7 +44,8 @@ def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_sc
     opts = quick_options(out=out) if quick else DemoOptions(out=out)
     for name, value in (("seed", seed), ("train_steps", train_steps), ("batch_size", batch_size),
                         ("clips_per_class", clips_per_class), ("cfg", cfg), ("cfg_schedule", cfg_schedule),
-                        ("top_p", top_p), ("joint_order", joint_order), ("workers", workers), ("threads", threads)):
+                        ("top_p", top_p), ("token_temperature", token_temperature), ("joint_order", joint_order),
+                        ("workers", workers), ("threads", threads)):
         if value is not None:
             setattr(opts, name, value)
     try:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .options import CFG_SCHEDULE, EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT_FILE, SEED, TOP_P, Device
+from .options import (
+    CFG_SCHEDULE,
+    EXISTING_FILE,
+    JOINT_ORDER,
+    NON_NEGATIVE,
+    OUT_FILE,
+    SEED,
+    TOKEN_TEMPERATURE,
+    TOP_P,
+    Device,
+)
 
 
 @click.command("generate")
@@ -29,6 +39,9 @@ from .options import CFG_SCHEDULE, EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT
 @click.option("--top-p", default=1.0, show_default=True, type=TOP_P,
               help="Keep every draw (guided or not) to the top-p nucleus of the conditional distribution; "
                    "1 = the paper's sampler (the demo uses 0.7).")
+@click.option("--token-temperature", default=1.0, show_default=True, type=TOKEN_TEMPERATURE,
+              help="Draw tokens given the condition from softmax(logits / T); below 1 sharpens them (the demo "
+                   "uses 0.1); 1 = the paper's sampler. A --joint picture is always drawn at 1.")
 @click.option("--joint-order", default="together", show_default=True, type=JOINT_ORDER,
               help="--joint only: one schedule over picture and sound (the paper), or the picture first and "
                    "then the sound given it.")
@@ -40,7 +53,8 @@ from .options import CFG_SCHEDULE, EXISTING_FILE, JOINT_ORDER, NON_NEGATIVE, OUT
 @click.option("--image-tokenizer", type=EXISTING_FILE, help="Image tokenizer file, if it moved.")
 @click.option("--audio-tokenizer", type=EXISTING_FILE, help="Audio tokenizer file, if it moved.")
 def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples, seed, steps, cfg, cfg_schedule, temperature,
-             top_p, joint_order, device, precision, vocoder, image_tokenizer, audio_tokenizer) -> None:
+             top_p, token_temperature, joint_order, device, precision, vocoder, image_tokenizer,
+             audio_tokenizer) -> None:
     """Generate audio from an image (and the other directions) with a trained checkpoint.
 
     Output files that exist already are refused (nothing is replaced) unless --overwrite."""
@@ -72,7 +86,8 @@ def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples,
                                num_samples=num_samples, seed=seed, steps=steps, cfg=cfg, cfg_schedule=cfg_schedule,
                                temperature=temperature, device=device, precision=precision, vocoder=vocoder,
                                image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
-                               overwrite=overwrite, progress=progress, top_p=top_p, joint_order=joint_order)
+                               overwrite=overwrite, progress=progress, top_p=top_p, joint_order=joint_order,
+                               token_temperature=token_temperature)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None

@@ -56,6 +56,7 @@ POS_INT = click.IntRange(min=1)
 NON_NEG_INT = click.IntRange(min=0)
 SEED = click.IntRange(0, 2**63 - 1)
 TOP_P = FiniteFloat(0.0, 1.0, open_min=True)  # the sampler's nucleus
+TOKEN_TEMPERATURE = FiniteFloat(0.0, open_min=True)  # the sampler's temperature of conditioned draws
 JOINT_ORDER = click.Choice(["together", "image-first"])  # avtok.model.sampler.JOINT_ORDERS
 CFG_SCHEDULE = click.Choice(["constant", "linear"])  # avtok.model.sampler.CFG_SCHEDULES
 

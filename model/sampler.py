@@ -9,7 +9,8 @@ becomes known once revealed). Per step t = 0..T-1:
    with `top_p` < 1 the logits, guided or not, keep only the conditional's top-p nucleus, so guidance
    re-weights the tokens the conditional model finds plausible and never promotes one it rules out
    (docs/method.md, "Guidance");
-2. every still-unknown target is sampled from softmax(logits) (no temperature);
+2. every still-unknown target is sampled from softmax(logits / T_tok), T_tok = `token_temperature` for
+   draws given a condition (1 = the paper's, no temperature) and 1 for unconditional ones (joint);
 3. confidence = log p(sampled) + tau·(1 - r)·Gumbel, r = (t+1)/T; known and revealed positions get
    +inf, so they are never re-masked;
 4. mask_len = max(1, min(#unknown - 1, floor(N0·cos(pi/2·r)))) of the lowest-confidence unknowns
@@ -166,6 +167,7 @@ def sample(
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     top_p: float = 1.0,
     joint_order: str = "together",
+    token_temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
 
@@ -177,6 +179,10 @@ def sample(
     (1 = off, the paper's sampler). joint_order (joint only): "together" decodes all 521 tokens on one
     schedule (the paper); "image-first" decodes the picture on its own schedule with the sound masked, then
     the sound given it as image2audio (guided by `cfg`), each in `steps` steps (docs/method.md, "Sampling").
+    token_temperature: the draws given a condition (image2audio, audio2image, inpaint, and the sound of an
+    image-first joint) come from softmax(logits / token_temperature); 1 = the paper's sampler. Draws with
+    no condition (a joint's picture, or all of a "together" joint) stay at 1: sharpened, most samples fall
+    on one class (docs/method.md, "Sampling").
     generator: a seeded torch.Generator (on the model's device is fastest). callback(t, image_known,
     audio_known) sees the known masks after each step (progress, tests).
     """
@@ -186,6 +192,8 @@ def sample(
         raise ValueError("steps must be at least 1")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not (math.isfinite(token_temperature) and token_temperature > 0):
+        raise ValueError(f"token_temperature must be a finite number above 0, got {token_temperature}")
     if joint_order not in JOINT_ORDERS:
         raise ValueError(f"unknown joint_order {joint_order!r}; choose one of {JOINT_ORDERS}")
     device = _model_device(model)
@@ -204,6 +212,7 @@ def sample(
     known = ~target & ~hidden  # given positions are known from the start; targets become known when revealed
     n0_cpu = target.sum(dim=1).cpu().double()  # per-sample N0
     guided = cond_modality is not None and cfg != 0
+    tau = token_temperature if cond_modality is not None else 1.0
     # which modalities get logits and samples: fixed by the task, so the random draws (and GPU syncs)
     # do not depend on the state of the decoding
     wanted = (task in ("audio2image", "joint"),
@@ -216,7 +225,7 @@ def sample(
                                      top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
-        sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device)
+        sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device, tau)
         unknown = ~known
         sampled = torch.where(unknown, sampled, tokens)
 
@@ -242,21 +251,23 @@ def sample(
     if image_first:
         return sample(model, "image2audio", image_tokens=sampled[:, :n_img], steps=steps, cfg=cfg,
                       cfg_schedule=cfg_schedule, choice_temperature=choice_temperature, generator=generator,
-                      callback=callback, top_p=top_p)
+                      callback=callback, top_p=top_p, token_temperature=token_temperature)
     return sampled[:, :n_img], sampled[:, n_img:]
 
 
 def _draw(logits_i: torch.Tensor | None, logits_a: torch.Tensor | None, tokens: torch.Tensor, n_img: int,
-          generator: torch.Generator | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One draw per position of the modalities that have logits (image first, then audio): (tokens with
-    the draws in place, log p of each draw; +inf where nothing was drawn)."""
+          generator: torch.Generator | None, device: torch.device,
+          temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per position of the modalities that have logits (image first, then audio), from
+    softmax(logits / temperature): (tokens with the draws in place, log p of each draw under that
+    distribution, the confidence; +inf where nothing was drawn)."""
     sel_logp = torch.full(tokens.shape, math.inf, device=device)
     sampled = tokens.clone()
     for logits, lo, hi in ((logits_i, 0, n_img), (logits_a, n_img, tokens.shape[1])):
         if logits is None:
             continue
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        # Gumbel-max draws exactly from softmax(logits).
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        # Gumbel-max draws exactly from softmax(logits / temperature).
         draw = (logp + _draw_gumbel(tuple(logp.shape), generator, device)).argmax(dim=-1)
         sel_logp[:, lo:hi] = logp.gather(-1, draw.unsqueeze(-1)).squeeze(-1)
         sampled[:, lo:hi] = draw

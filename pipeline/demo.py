@@ -76,6 +76,7 @@ class DemoOptions:
     cfg: float = 1.0
     cfg_schedule: str = "linear"
     top_p: float = 0.7
+    token_temperature: float = 0.1
     joint_order: str = "image-first"
     choice_temperature: float = 4.5
     cfg_sweep: tuple[float, ...] = SWEEP_SCALES
@@ -328,7 +329,7 @@ def _generate(model: Any, task: str, ev: _EvalSet, w: float, o: DemoOptions) -> 
 
     g = torch.Generator().manual_seed(o.seed)
     kw = dict(steps=o.sample_steps, cfg=w, cfg_schedule=o.cfg_schedule, choice_temperature=o.choice_temperature,
-              generator=g, top_p=o.top_p)
+              generator=g, top_p=o.top_p, token_temperature=o.token_temperature)
     if task == "image2audio":
         return sample(model, task, image_tokens=ev.image, **kw)
     if task == "audio2image":
@@ -456,7 +457,8 @@ def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: D
     return {
         "checkpoint_sha256": sha256_file(ckpt_path), "step": ckpt["step"], "test_clips": len(ev.ids),
         "eval_frame": EVAL_FRAME, "cfg": o.cfg, "cfg_schedule": o.cfg_schedule,
-        "choice_temperature": o.choice_temperature, "sample_steps": o.sample_steps, "vocoder": "griffin-lim",
+        "choice_temperature": o.choice_temperature, "token_temperature": o.token_temperature, "top_p": o.top_p,
+        "sample_steps": o.sample_steps, "vocoder": "griffin-lim",
         "oracle_accuracy": {k: v["accuracy"] for k, v in oracle.items()},
         "image_oracle_accuracy": image_oracle,
         "inpaint_on_reconstruction": {k: inpaint_ref[k] for k in ("class_accuracy", "click_free",

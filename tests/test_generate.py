@@ -196,11 +196,13 @@ def test_generate_inpaint_joint_and_moved_tokenizer(trained, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert {"j-0.wav", "j-0.png", "j-1.wav", "j-1.png"} <= {p.name for p in tmp_path.iterdir()}
     # the picture first, then the sound given it, each in --steps steps, every draw kept to the top-p nucleus
-    res = _cli(["--joint", "--joint-order", "image-first", "--top-p", 0.7, "--checkpoint", ckpt, "--steps", 2,
-                "--out", tmp_path / "jf.wav"])
+    res = _cli(["--joint", "--joint-order", "image-first", "--top-p", 0.7, "--token-temperature", 0.1,
+                "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "jf.wav"])
     assert res.exit_code == 0, res.output
     assert sf.info(tmp_path / "jf.wav").frames == 848 * 256 and (tmp_path / "jf.png").is_file()
-    for bad, name in ((["--top-p", 0], "--top-p"), (["--top-p", 1.5], "--top-p"), (["--joint-order", "x"], "--joint-order")):
+    for bad, name in ((["--top-p", 0], "--top-p"), (["--top-p", 1.5], "--top-p"), (["--joint-order", "x"], "--joint-order"),
+                      (["--token-temperature", 0], "--token-temperature"),
+                      (["--token-temperature", "nan"], "--token-temperature")):
         res = _cli(["--joint", *bad, "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "bad.wav"])
         assert res.exit_code == 2 and name in res.output and not (tmp_path / "bad.wav").exists()
     # the tokenizer file moved: refused until named, then used

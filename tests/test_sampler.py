@@ -342,3 +342,41 @@ def test_image_first_joint_decodes_the_picture_then_the_sound_given_it() -> None
     assert not torch.equal(together, img)
     with pytest.raises(ValueError, match="joint_order"):
         sample(StandIn(), "joint", steps=2, num_samples=1, joint_order="audio-first")
+
+
+def test_token_temperature_sharpens_conditioned_draws_only() -> None:
+    from avtok.model.sampler import _draw_gumbel, _logits
+
+    img, aud = _tokens(2)
+    tokens = torch.cat([img, aud], 1)
+    known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
+    # one step draws every audio token at once: softmax(guided logits / T) through the Gumbel-max of the
+    # sampler's first draw from the generator, exactly
+    _, guided = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
+    for temp in (0.25, 2.0):
+        g = _draw_gumbel((2, N_AUDIO, K_AUD), _gen(4), torch.device("cpu"))
+        want = (torch.log_softmax(guided / temp, -1) + g).argmax(-1)
+        _, got = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=3.0, top_p=0.7,
+                        token_temperature=temp, generator=_gen(4))
+        assert torch.equal(got, want)
+    # a low temperature draws the guided argmax; 1 is the paper's sampler, bit for bit
+    _, cold = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=3.0, top_p=0.7,
+                     token_temperature=1e-4, generator=_gen(4))
+    assert torch.equal(cold, guided.argmax(-1))
+    _, plain = sample(StandIn(), "inpaint", image_tokens=img, audio_tokens=aud, steps=5, cfg=2.0,
+                      audio_hole=seconds_to_audio_hole(3.0, 7.0), generator=_gen(6))
+    _, one = sample(StandIn(), "inpaint", image_tokens=img, audio_tokens=aud, steps=5, cfg=2.0,
+                    audio_hole=seconds_to_audio_hole(3.0, 7.0), token_temperature=1.0, generator=_gen(6))
+    assert torch.equal(plain, one)
+    # joint draws have no condition and keep temperature 1 (a "together" joint is unchanged); an
+    # image-first joint's picture is too, its sound (image2audio given that picture) is sharpened
+    together = sample(StandIn(), "joint", num_samples=2, steps=6, generator=_gen(7))
+    together_cold = sample(StandIn(), "joint", num_samples=2, steps=6, token_temperature=0.1, generator=_gen(7))
+    assert all(torch.equal(a, b) for a, b in zip(together, together_cold, strict=True))
+    first = sample(StandIn(), "joint", num_samples=2, steps=6, joint_order="image-first", generator=_gen(8))
+    first_cold = sample(StandIn(), "joint", num_samples=2, steps=6, joint_order="image-first",
+                        token_temperature=0.1, generator=_gen(8))
+    assert torch.equal(first[0], first_cold[0]) and not torch.equal(first[1], first_cold[1])
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="token_temperature"):
+            sample(StandIn(), "image2audio", image_tokens=img, steps=2, token_temperature=bad)
