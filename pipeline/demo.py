@@ -76,6 +76,9 @@ class DemoOptions:
     cfg: float = 1.0
     cfg_schedule: str = "linear"
     top_p: float = 0.7
+    # Draws given a condition from softmax(logits / 0.1): the k-means gives a steady tone one code per
+    # loudness band and silence one code, so at 1 a tone row not sure of its rhythm drew dropouts (read as a
+    # beat), and guidance sharpened toward silence (docs/method.md, "The demo")
     token_temperature: float = 0.1
     joint_order: str = "image-first"
     choice_temperature: float = 4.5
