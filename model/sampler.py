@@ -186,16 +186,7 @@ def sample(
     generator: a seeded torch.Generator (on the model's device is fastest). callback(t, image_known,
     audio_known) sees the known masks after each step (progress, tests).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    if steps < 1:
-        raise ValueError("steps must be at least 1")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not (math.isfinite(token_temperature) and token_temperature > 0):
-        raise ValueError(f"token_temperature must be a finite number above 0, got {token_temperature}")
-    if joint_order not in JOINT_ORDERS:
-        raise ValueError(f"unknown joint_order {joint_order!r}; choose one of {JOINT_ORDERS}")
+    _check_settings(task, steps, top_p, token_temperature, joint_order)
     device = _model_device(model)
     n_img = model.cfg.image_tokens
     img, aud, target_i, target_a, cond_modality = _task_setup(
@@ -253,6 +244,20 @@ def sample(
                       cfg_schedule=cfg_schedule, choice_temperature=choice_temperature, generator=generator,
                       callback=callback, top_p=top_p, token_temperature=token_temperature)
     return sampled[:, :n_img], sampled[:, n_img:]
+
+
+def _check_settings(task: str, steps: int, top_p: float, token_temperature: float, joint_order: str) -> None:
+    """Refuse a sampler setting that has no meaning, before any forward pass."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not (math.isfinite(token_temperature) and token_temperature > 0):
+        raise ValueError(f"token_temperature must be a finite number above 0, got {token_temperature}")
+    if joint_order not in JOINT_ORDERS:
+        raise ValueError(f"unknown joint_order {joint_order!r}; choose one of {JOINT_ORDERS}")
 
 
 def _draw(logits_i: torch.Tensor | None, logits_a: torch.Tensor | None, tokens: torch.Tensor, n_img: int,

@@ -242,10 +242,11 @@ def test_ray_worker_killed_mid_extract_loses_and_duplicates_nothing(videos, tmp_
     assert f"extracted {N_CLIPS}/{N_CLIPS + 1} videos (1 errors" in output
     assert "FAILED" not in output
     index = check_every_clip_once(videos, out)
-    # The killed task's partial tar can stay behind only under its hidden temporary name (beside the
-    # folder's lock file, which stays so that a waiting run never races its removal).
+    # The killed task's partial tar (or its stats file, when the kill lands while that is written) can
+    # stay behind only under its hidden temporary name (beside the folder's lock file, which stays so
+    # that a waiting run never races its removal).
     hidden = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
-    assert all(re.fullmatch(r"\.shard-\d{6}\.tar\..+\.tmp", name) for name in hidden), hidden
+    assert all(re.fullmatch(r"\.shard-\d{6}\.(tar|stats\.json)\..+\.tmp", name) for name in hidden), hidden
     # A re-run redoes nothing and changes nothing.
     again = run_logged(cmd, tmp_path / "again.log", clean_env(), timeout=120)
     assert again.returncode == 0, again.stdout[-3000:]
