@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
-from avtok.model.config import AVConfig, preset
+from avtok.model.config import AVConfig, parse_overrides, preset
 from avtok.model.precision import resolve_device
 from avtok.model.train import TrainConfig, make_optimizer
 from avtok.model.transformer import AVTransformer, flops_per_sample, n_encoder_tokens, num_params
@@ -125,19 +125,6 @@ def measure_train(preset_name: str = "tiny", batch: int = 16, precision: str = "
             "precision": str(dtype).split(".")[-1]}
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """KEY=VALUE strings → AVConfig overrides, each value typed as that field's default."""
-    defaults = AVConfig()
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not hasattr(defaults, key):
-            raise SystemExit(f"{item!r}: {key!r} is not an AVConfig field")
-        kind = type(getattr(defaults, key))
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="tiny")
@@ -157,8 +144,11 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = parse_overrides(args.sets)
-    variants = [("", common)] + [(v, {**common, **parse_overrides(v.split(","))}) for v in args.vs]
+    try:
+        common = parse_overrides(args.sets)
+        variants = [("", common)] + [(v, {**common, **parse_overrides(v.split(","))}) for v in args.vs]
+    except ValueError as e:
+        raise SystemExit(f"--set/--vs {e}") from None
     base = None
     for mode, (label, overrides) in itertools.product(args.modes.split(","), variants):
         r = measure_train(args.preset, args.batch, args.precision, mode, args.grad_checkpoint, args.steps,

@@ -2,44 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import click
-from avtok.model.config import PRESETS, AVConfig
+from avtok.model.config import PRESETS, parse_overrides
 
 from .options import EXISTING_DIR, NON_NEG_INT, OUT_DIR, POS_INT, POSITIVE, UNIT, Device
-
-
-def _parse_sets(items: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs typed by AVConfig's field types (ranges are checked when the config is built)."""
-    types = {f.name: f.type for f in fields(AVConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(types)}", param_hint="--set")
-        kind = types[key] if isinstance(types[key], str) else types[key].__name__
-        try:
-            out[key] = _typed(value.strip(), kind)
-        except ValueError:
-            raise click.BadParameter(f"{item!r}: {key} takes a {kind}, not {value!r}", param_hint="--set") from None
-    return out
-
-
-def _typed(value: str, kind: str):
-    if kind == "bool":
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(value)
-        return value.lower() in ("true", "1", "yes")
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        x = float(value)
-        if not math.isfinite(x):
-            raise ValueError(value)
-        return x
-    return value
 
 
 def _logger(_ctx, _param, value: str) -> str:
@@ -108,8 +76,8 @@ def train(shards, out, preset, sets, batch_size, micro_batch, steps, epochs, lr,
     from avtok.model.train import TrainConfig, TrainingError
     from avtok.model.train import train as run_train
 
-    overrides = _parse_sets(sets)
     try:
+        overrides = parse_overrides(sets)
         make_preset(preset, **overrides)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--set") from None

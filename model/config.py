@@ -16,6 +16,8 @@ Open choices of the paper, with their defaults (see README "avtok train"):
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -92,6 +94,37 @@ PRESETS: dict[str, dict[str, Any]] = {
     # MAGE-L sizes: 409.4M parameters with two 1025-row tables.
     "large": dict(dim=1024, depth=24, heads=16, dec_dim=1024, dec_depth=8, dec_heads=16),
 }
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """KEY=VALUE strings (`avtok train --set`, bench/train.py) → AVConfig overrides, each value typed as its
+    field (ranges are checked when the config is built). Raises ValueError naming the item."""
+    types = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in fields(AVConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(types)}")
+        try:
+            out[key] = _typed(value.strip(), types[key])
+        except ValueError:
+            raise ValueError(f"{item!r}: {key} takes a {types[key]}, not {value!r}") from None
+    return out
+
+
+def _typed(value: str, kind: str) -> Any:
+    if kind == "bool":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(value)
+        return value.lower() in ("true", "1", "yes")
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        x = float(value)
+        if not math.isfinite(x):
+            raise ValueError(value)
+        return x
+    return value
 
 
 def preset(name: str, **overrides: Any) -> AVConfig:

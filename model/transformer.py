@@ -187,8 +187,8 @@ class AVTransformer(nn.Module):
             # a sample showing nothing attends to one (ignored) slot, so its softmax stays finite
             h = self._encoder(torch.gather(x[rows], 1, idx[..., None].expand(-1, -1, dim)),
                               (valid | (slot == 0))[:, None, None, :])
-            h = torch.where(valid[..., None], h, mask_vec)
             full[rows] = torch.scatter(full[rows], 1, idx[..., None].expand(-1, -1, h.shape[-1]), h)
+        # padded slots wrote their (ignored) outputs onto masked positions: those get the mask vector back
         return torch.where(visible[..., None], full, mask_vec)
 
     def _encoder(self, x: Tensor, attend: Tensor | None = None) -> Tensor:

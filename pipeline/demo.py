@@ -460,8 +460,7 @@ def stage_report(extracted: Path, tokens: Path, ckpt_path: Path, out: Path, o: D
     return {
         "checkpoint_sha256": sha256_file(ckpt_path), "step": ckpt["step"], "test_clips": len(ev.ids),
         "eval_frame": EVAL_FRAME, "cfg": o.cfg, "cfg_schedule": o.cfg_schedule,
-        "choice_temperature": o.choice_temperature, "token_temperature": o.token_temperature, "top_p": o.top_p,
-        "sample_steps": o.sample_steps, "vocoder": "griffin-lim",
+        "choice_temperature": o.choice_temperature, "sample_steps": o.sample_steps, "vocoder": "griffin-lim",
         "oracle_accuracy": {k: v["accuracy"] for k, v in oracle.items()},
         "image_oracle_accuracy": image_oracle,
         "inpaint_on_reconstruction": {k: inpaint_ref[k] for k in ("class_accuracy", "click_free",

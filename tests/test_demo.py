@@ -123,7 +123,7 @@ def test_demo_end_to_end(tmp_path) -> None:
     assert t["audio2image"]["cfg_on"] >= 0.975 and t["audio2image"]["cfg_off"] >= 0.975, t
     assert t["inpaint"]["cfg_on"] >= 0.85 and t["inpaint"]["cfg_off"] >= 0.875, t
     assert t["joint"]["agreement"] >= 0.75, t
-    assert metrics["token_temperature"] == 0.1 and metrics["options"]["token_temperature"] == 0.1
+    assert metrics["options"]["token_temperature"] == 0.1 and metrics["options"]["top_p"] == 0.7
     assert metrics["task_detail"]["joint"]["0"]["image_has_class"] >= 0.825, t  # image-first: a whole picture first
     assert metrics["task_detail"]["inpaint"]["1"]["click_free"] >= 0.95  # guidance draws almost no stray click codes
     assert metrics["oracle_accuracy"]["cfg_on"] == t["image2audio"]["cfg_on"]
