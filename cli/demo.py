@@ -10,7 +10,7 @@ from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, 
 @click.command("demo")
 @click.option("--out", default="avtok_demo", show_default=True, type=OUT_DIR,
               help="Working folder; a re-run reuses its finished stages. The report lands in OUT/report/.")
-@click.option("--quick", is_flag=True, help="The quick configuration (CI): 8 clips a class, 200 steps, "
+@click.option("--quick", is_flag=True, help="The quick configuration (CI): 8 clips a class, 100 steps, "
               "CFG scored at 0 and --cfg only.")
 @click.option("--seed", default=None, type=SEED, help="Seed of the data, codebooks, training and sampling.")
 @click.option("--train-steps", default=None, type=POS_INT, help="Optimizer steps of the tiny model.")

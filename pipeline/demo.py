@@ -100,9 +100,9 @@ def check_options(o: DemoOptions) -> None:
 
 
 def quick_options(**changes: Any) -> DemoOptions:
-    """The quick configuration (CI, under 2 minutes on 2 cores): 8 clips a class (2 held out), 200
+    """The quick configuration (CI, about a minute on 2 cores): 8 clips a class (2 held out), 100
     steps, CFG scored at 0 and `cfg` only."""
-    base = dict(clips_per_class=8, test_per_class=2, train_steps=200, cfg_sweep=())
+    base = dict(clips_per_class=8, test_per_class=2, train_steps=100, cfg_sweep=())
     return DemoOptions(**{**base, **changes})
 
 

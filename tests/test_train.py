@@ -25,20 +25,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.slow
 def test_tiny_learns_image_to_audio(tmp_path):
     # 4 classes own disjoint image-token ranges; audio = the class's template: any frame determines it.
-    # Paper masking (truncated Gaussian, 50% drop) plus condition drop 0.25: the synthetic audio is so
-    # easy to copy within its own modality that, in a 2-minute budget, the rare fully masked audio of the
-    # paper's schedule leaves image→audio from a *fully visible* frame (never seen in training, where at
-    # least half of each modality is dropped) hit or miss. ~1 min on 2 idle cores.
+    # The demo's model and masking (DemoOptions.model_overrides: encoder on the visible tokens only, half of
+    # the samples with one modality fully masked, so a whole frame with no audio is seen in training).
+    # Over seeds 1-5 (200 steps, one thread, about 26 s each): i2a accuracy 0.938-0.996 and i2a NLL
+    # 0.12-0.18 of the unconditional audio NLL (docs/testing.md); the tiny preset's paper masking needed 100
+    # steps of a 4x wider model (75 s) for the same.
+    from avtok.pipeline.demo import DemoOptions
+
     write_synthetic(tmp_path / "tok", shard_rows=(100, 60), test_rows=32, classes=4, codebook=16)
     s = train(TrainConfig(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny",
-                          model_overrides={"full_mask_prob": 0.25}, batch_size=16, steps=100, lr=3e-3,
-                          min_lr=3e-4, warmup_steps=5, eval_every=50, eval_samples=32, ckpt_every=100,
-                          log_every=50, seed=1), log=quiet)
+                          model_overrides=DemoOptions().model_overrides, batch_size=16, steps=200, lr=3e-3,
+                          min_lr=3e-4, warmup_steps=5, eval_every=100, eval_samples=32, ckpt_every=200,
+                          log_every=100, seed=1), log=quiet)
     ev = s.eval
-    assert ev.i2a_acc >= 0.9, ev
-    assert ev.i2a_nll < 0.5 * ev.uncond_audio_nll, ev
+    assert ev.i2a_acc >= 0.85, ev
+    assert ev.i2a_nll < 0.3 * ev.uncond_audio_nll, ev
     rows = read_metrics(tmp_path / "run")
-    assert [r["step"] for r in rows if "loss" in r] == [50, 100]
+    assert [r["step"] for r in rows if "loss" in r] == [100, 200]
     assert rows[-1]["eval"]["i2a_acc"] == ev.i2a_acc
     # the checkpoint carries the tokenizer records and rebuilds the model
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
