@@ -3,7 +3,7 @@
     python bench/omp_wait.py                    # the demo's model, batch 32, 2 threads, 40 steps
     python bench/omp_wait.py --steps 20 --threads 2
 
-Runs `bench/train.py` (one full training step of the demo's model, `DemoOptions.model_overrides`) alone and
+Runs `bench/train.py` (one full training step of the demo's model and codebook sizes) alone and
 then two copies at once, first with OpenMP's default wait policy and then with OMP_WAIT_POLICY=PASSIVE,
 and prints each ms/step and the ratio "two at once / alone" against the same policy's lone run. Why the
 test command runs two pytest processes with the passive policy: docs/testing.md.
@@ -25,7 +25,9 @@ MS = re.compile(r"\(([\d.]+) ms/step")
 
 
 def train_cmd(steps: int, threads: int, batch: int) -> list[str]:
-    sets = [f"--set={k}={v}" for k, v in DemoOptions().model_overrides.items()]
+    o = DemoOptions()
+    sizes = {**o.model_overrides, "image_codebook": o.image_codebook, "audio_codebook": o.audio_codebook}
+    sets = [f"--set={k}={v}" for k, v in sizes.items()]
     return [sys.executable, str(HERE / "train.py"), "--preset", "tiny", "--device", "cpu", "--precision", "fp32",
             "--batch", str(batch), "--threads", str(threads), "--steps", str(steps), "--warmup", "3", *sets]
 
