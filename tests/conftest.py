@@ -16,7 +16,8 @@ if str(TESTS_DIR) not in sys.path:
 
 # Read by OpenMP when torch loads (no test module has imported it yet) and inherited by the commands the
 # tests start. Two busy processes on two cores: spinning threads each wait out the other's time slice,
-# and a training step took 7x as long (docs/testing.md has the numbers); results are the same either way.
+# and a training step of the demo took 6x as long (docs/testing.md has the numbers); results are the
+# same either way.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The longest files first, one per worker, so that neither ends the run alone: the full demo, then the
