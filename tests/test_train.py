@@ -28,14 +28,14 @@ def test_tiny_learns_image_to_audio(tmp_path):
     # The demo's model and masking (DemoOptions.model_overrides: encoder on the visible tokens only, half of
     # the samples with one modality fully masked, so a whole frame with no audio is seen in training).
     # Over seeds 1-5 (200 steps, one thread, about 26 s each): i2a accuracy 0.938-0.996 and i2a NLL
-    # 0.12-0.18 of the unconditional audio NLL (docs/testing.md); the tiny preset's paper masking needed 100
-    # steps of a 4x wider model (75 s) for the same.
+    # 0.13-0.18 of the unconditional audio NLL (docs/testing.md); the tiny preset's paper masking needed 100
+    # steps of a 4x wider model (72-80 s) for the same.
     from avtok.pipeline.demo import DemoOptions
 
     write_synthetic(tmp_path / "tok", shard_rows=(100, 60), test_rows=32, classes=4, codebook=16)
     s = train(TrainConfig(shards=str(tmp_path / "tok"), out=str(tmp_path / "run"), preset="tiny",
                           model_overrides=DemoOptions().model_overrides, batch_size=16, steps=200, lr=3e-3,
-                          min_lr=3e-4, warmup_steps=5, eval_every=100, eval_samples=32, ckpt_every=200,
+                          min_lr=3e-4, warmup_steps=5, eval_every=200, eval_samples=32, ckpt_every=200,
                           log_every=100, seed=1), log=quiet)
     ev = s.eval
     assert ev.i2a_acc >= 0.85, ev
