@@ -229,7 +229,7 @@ def griffin_lim(magnitude: torch.Tensor, n_iter: int = 32, momentum: float = 0.9
     gen = torch.Generator(device=magnitude.device).manual_seed(seed)
     phase = torch.rand(magnitude.shape, generator=gen, device=magnitude.device) * (2 * torch.pi)
     angles = torch.polar(torch.ones_like(magnitude), phase)
-    prev = torch.zeros_like(angles)
+    prev: torch.Tensor | None = None  # no momentum term on the first pass (the demo runs only that one)
 
     def istft(spec: torch.Tensor) -> torch.Tensor:
         return torch.istft(spec, N_FFT, HOP, N_FFT, window, center=True, length=length)
@@ -239,7 +239,7 @@ def griffin_lim(magnitude: torch.Tensor, n_iter: int = 32, momentum: float = 0.9
         rebuilt = torch.stft(wave, N_FFT, HOP, N_FFT, window, center=True, pad_mode="constant",
                              return_complex=True)
         rebuilt = rebuilt[..., : magnitude.shape[-1]]
-        angles = rebuilt - (momentum / (1 + momentum)) * prev
+        angles = rebuilt if prev is None else rebuilt - (momentum / (1 + momentum)) * prev
         prev = rebuilt
         angles = angles / (angles.abs() + 1e-16)
     return istft(magnitude * angles)

@@ -20,6 +20,7 @@ band holds the most spectral energy (FFT), and whether that band's envelope beat
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import subprocess
@@ -106,12 +107,7 @@ def synth_audio(k: int, rng: np.random.Generator, sr: int = SAMPLE_RATE,
     amp = rng.uniform(0.25, 0.4)
     wave = amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
     if cls.rhythm == "pulse":
-        gate = pulse_gate(n, sr)
-        # 10 ms raised-cosine edges: clean onsets without clicks spreading over the whole spectrum
-        ramp = int(0.01 * sr)
-        kernel = np.hanning(2 * ramp + 1)
-        gate = np.convolve(gate, kernel / kernel.sum(), mode="same")
-        wave = wave * gate
+        wave = wave * _soft_gate(n, sr)
     if noise:
         wave = wave + amp * rng.uniform(0.01, 0.04) * rng.standard_normal(n)
     return wave.astype(np.float32)
@@ -123,6 +119,17 @@ def pulse_gate(n: int, sr: int = SAMPLE_RATE) -> np.ndarray:
     edges = np.array([audio_column_edge_s(w) for w in range(1, AUDIO_GRID[1] + PULSE_COLUMNS)])
     column = np.searchsorted(edges, np.arange(n) / sr, side="right")
     return ((column // PULSE_COLUMNS) % 2 == 0).astype(np.float64)
+
+
+@functools.cache
+def _soft_gate(n: int, sr: int) -> np.ndarray:
+    """`pulse_gate` with 10 ms raised-cosine edges: clean onsets without clicks spreading over the whole
+    spectrum. The same for every pulsed clip, so made once (the convolution was most of a clip's sound)."""
+    ramp = int(0.01 * sr)
+    kernel = np.hanning(2 * ramp + 1)
+    gate = np.convolve(pulse_gate(n, sr), kernel / kernel.sum(), mode="same")
+    gate.flags.writeable = False
+    return gate
 
 
 def _band_mask(freqs: np.ndarray, centre: float, rel: float = BAND_REL) -> np.ndarray:
