@@ -134,8 +134,8 @@ def stage_extract(manifest: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     from .extract import run_extract
 
     dest = out / "extracted"
-    # In this process, as tokenize: starting Ray and its two workers costs 12-13 s, about what two
-    # workers save on 320 short clips (docs/method.md, "The demo": 24 s in process, 25-28 s on Ray)
+    # In this process, as tokenize: on the demo's 320 short clips Ray's start and its workers' imports
+    # cost what two workers save (docs/method.md, "The demo": 23.6 s in process, 25.5 s on Ray)
     summary = run_extract(manifest, dest, shard_size=max(1, (o.clips_per_class * syn.NUM_CLASSES) // 4),
                           workers=o.workers, keep_audio=True, in_process=True)
     say(f"[demo] {summary.line()}")
