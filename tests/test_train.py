@@ -181,3 +181,32 @@ def test_one_precision_resolver_for_train_and_generate(monkeypatch):
         autocast_for("fp8", torch.device("cpu"))
     with pytest.raises(P.DeviceError, match="banana"):
         P.resolve_device("banana")
+
+
+def test_cpu_optimizer_is_multi_tensor_and_equals_the_per_tensor_loop():
+    """avtok train's CPU AdamW takes the foreach update (faster: bench/optimizer_step.py) and moves every
+    weight to the same bits as torch's per-tensor loop."""
+    from avtok.model.config import preset
+    from avtok.model.train import make_optimizer
+    from avtok.model.transformer import AVTransformer
+
+    def trained(loop: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = AVTransformer(preset("tiny", dim=32, dec_dim=16, depth=1, dec_depth=1, heads=1, dec_heads=1))
+        start = [p.detach().clone() for p in model.parameters()]
+        opt = make_optimizer(model, 2e-3, TrainConfig(shards="", out=""), torch.device("cpu"))
+        assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+        if loop:
+            opt = torch.optim.AdamW(opt.param_groups, lr=2e-3, betas=(0.9, 0.95), foreach=False)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return start, [p.detach().clone() for p in model.parameters()]
+
+    start, fast = trained(loop=False)
+    _, loop = trained(loop=True)
+    assert all(torch.equal(a, b) for a, b in zip(fast, loop, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(start, fast, strict=True))  # every tensor was updated
