@@ -159,7 +159,7 @@ def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
         return path
     frames, mels = [], []
     for tar in sorted(extracted.glob("shard-*.tar")):
-        for s in read_extracted_shard(tar):
+        for s in read_extracted_shard(tar, decode_audio=False):
             if s.meta.get("split") == "train":
                 frames.append(s.frames[::3])  # frames 0, 3, 6, 9: the picture barely changes within a clip
                 mels.append(s.mel.astype(np.float32))

@@ -140,8 +140,10 @@ def iter_raw_samples(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, b
             yield key, {ext: data for ext, data in sample.items() if not ext.startswith("__")}
 
 
-def decode_sample(key: str, members: dict[str, bytes], decode_frames: bool = True) -> ExtractedSample:
-    """Decode one sample's members; raises ValueError naming what is missing or misshapen."""
+def decode_sample(key: str, members: dict[str, bytes], decode_frames: bool = True,
+                  decode_audio: bool = True) -> ExtractedSample:
+    """Decode one sample's members; raises ValueError naming what is missing or misshapen. Readers that
+    never use the kept sound pass decode_audio=False (its FLAC is the dearest member to decode)."""
     meta = json.loads(members["json"]) if "json" in members else {}
     meta.setdefault("video_id", key)
     frames = None
@@ -158,14 +160,15 @@ def decode_sample(key: str, members: dict[str, bytes], decode_frames: bool = Tru
     mel = np.load(io.BytesIO(members["mel.npy"]), allow_pickle=False)
     if mel.shape != MEL_SHAPE:
         raise ValueError(f"{key}: mel has shape {mel.shape}, expected {MEL_SHAPE}")
-    audio = _decode_flac(members["audio.flac"]) if "audio.flac" in members else None
+    audio = _decode_flac(members["audio.flac"]) if decode_audio and "audio.flac" in members else None
     return ExtractedSample(key, frames, mel, meta, audio)
 
 
-def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True) -> Iterator[ExtractedSample]:
+def read_extracted_shard(path: str | os.PathLike, decode_frames: bool = True,
+                         decode_audio: bool = True) -> Iterator[ExtractedSample]:
     """Yield the samples of one extracted shard in stored order."""
     for key, members in iter_raw_samples(path):
-        yield decode_sample(key, members, decode_frames)
+        yield decode_sample(key, members, decode_frames, decode_audio)
 
 
 def read_clip_audio(extracted: str | os.PathLike, video_ids: Iterable[str]) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ def sample_clips(extracted: str | os.PathLike, clips: int, seed: int = 0) -> tup
     random.Random(seed).shuffle(order)
     frames, mels = [], []
     for path in order:
-        for sample in read_extracted_shard(path):
+        for sample in read_extracted_shard(path, decode_audio=False):
             frames.append(sample.frames)
             mels.append(sample.mel)
             if len(mels) >= clips:

@@ -84,7 +84,7 @@ def load_tokenizers(cfg: TokenizeConfig):
 
 def _decode_sample(key: str, members: dict[str, bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
     """(meta, frames uint8 [10,256,256,3], mel float16 [80,848]); raises ValueError on a bad sample."""
-    sample = decode_sample(key, members)
+    sample = decode_sample(key, members, decode_audio=False)
     return sample.meta, sample.frames, sample.mel
 
 
