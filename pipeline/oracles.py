@@ -92,9 +92,10 @@ def image_oracle_scores(frames: np.ndarray | list[np.ndarray], labels: list[str]
 def high_band_db(wave: np.ndarray, sr: int, n_fft: int = 128, hop: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(frame centre times in s, energy above CLICK_HZ in dB) of a waveform."""
     wave = np.asarray(wave, dtype=np.float64).reshape(-1)
-    n = 1 + max(0, wave.size - n_fft) // hop
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
-    spec = np.abs(np.fft.rfft(wave[idx] * np.hanning(n_fft), axis=1)) ** 2
+    if wave.size < n_fft:
+        wave = np.pad(wave, (0, n_fft - wave.size))
+    n = 1 + (wave.size - n_fft) // hop
+    spec = np.abs(np.fft.rfft(syn.frames_of(wave, n_fft, hop) * syn.hann(n_fft), axis=1)) ** 2
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     energy = spec[:, freqs >= CLICK_HZ].sum(axis=1)
     return (np.arange(n) * hop + n_fft / 2) / sr, 10 * np.log10(energy + 1e-12)

@@ -132,6 +132,19 @@ def _soft_gate(n: int, sr: int) -> np.ndarray:
     return gate
 
 
+@functools.cache
+def hann(n: int) -> np.ndarray:
+    """np.hanning(n), made once per length (the oracle windows every clip the same way); read-only."""
+    w = np.hanning(n)
+    w.flags.writeable = False
+    return w
+
+
+def frames_of(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """[1 + (len - n_fft) // hop, n_fft] windows of `wave` every `hop` samples, as a view (no copy)."""
+    return np.lib.stride_tricks.sliding_window_view(wave, n_fft)[::hop]
+
+
 def _band_mask(freqs: np.ndarray, centre: float, rel: float = BAND_REL) -> np.ndarray:
     return (freqs >= centre * (1 - rel)) & (freqs <= centre * (1 + rel))
 
@@ -142,7 +155,7 @@ def audio_features(wave: np.ndarray, sr: int) -> dict[str, float]:
     wave = wave - wave.mean()
     if wave.size < 2048 or not np.any(wave):
         return {"pitch_index": 0, "peak_hz": 0.0, "onsets": 0, "pulse": 0.0, "band_energy": [0.0] * len(PITCHES_HZ)}
-    spec = np.abs(np.fft.rfft(wave * np.hanning(wave.size))) ** 2
+    spec = np.abs(np.fft.rfft(wave * hann(wave.size))) ** 2
     freqs = np.fft.rfftfreq(wave.size, 1 / sr)
     # Energy in ±6 % around each candidate pitch: robust to the mel/Griffin-Lim smearing of a tone.
     band = [float(spec[_band_mask(freqs, p)].sum()) for p in PITCHES_HZ]
@@ -160,8 +173,7 @@ def band_envelope(wave: np.ndarray, sr: int, centre_hz: float) -> np.ndarray:
     n_frames = 1 + (wave.size - n_fft) // hop
     if n_frames < 4:
         return np.zeros(0)
-    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
-    frames = wave[idx] * np.hanning(n_fft)[None, :]
+    frames = frames_of(wave, n_fft, hop) * hann(n_fft)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     return power[:, _band_mask(freqs, centre_hz)].sum(axis=1)
