@@ -40,7 +40,7 @@ INPAINT_SPAN_S = (3.0, 7.0)  # the audio regenerated in the inpainting task
 
 @dataclass
 class DemoOptions:
-    """Sizes and budgets of the demo (defaults: about 5 minutes on 2 CPU cores, docs/method.md "The demo")."""
+    """Sizes and budgets of the demo (defaults: about 4.5 minutes on 2 CPU cores, docs/method.md "The demo")."""
 
     out: str = "avtok_demo"
     clips_per_class: int = 40  # 35 train + 5 test
