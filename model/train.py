@@ -163,8 +163,8 @@ def make_optimizer(model: AVTransformer, lr: float, cfg: TrainConfig, device: to
         (no_decay if p.ndim < 2 or name in NO_DECAY else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device.type == "cuda"
-    # On the CPU the default is one small update per tensor: the multi-tensor (foreach) update gives the
-    # same bits in about a third of the time (bench/optimizer_step.py); fused CPU AdamW does not
+    # On the CPU torch's default is one small update per tensor: the multi-tensor (foreach) update gives
+    # the same bits in about half the time on 2 threads (bench/optimizer_step.py); fused CPU AdamW does not
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, fused=fused or None, foreach=None if fused else True)
 
 
