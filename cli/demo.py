@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, SEED, TOKEN_TEMPERATURE, TOP_P
+from .options import (
+    CFG_SCHEDULE,
+    CONFIDENCE,
+    JOINT_ORDER,
+    NON_NEGATIVE,
+    OUT_DIR,
+    POS_INT,
+    SEED,
+    TOKEN_TEMPERATURE,
+    TOP_P,
+)
 
 
 @click.command("demo")
@@ -26,12 +36,15 @@ from .options import CFG_SCHEDULE, JOINT_ORDER, NON_NEGATIVE, OUT_DIR, POS_INT, 
                    "pictures are drawn at 1.")
 @click.option("--joint-order", default=None, type=JOINT_ORDER,
               help="Joint generation on one schedule (the paper) or picture first, then sound (default image-first).")
-@click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers / Ray workers.")
+@click.option("--confidence", default=None, type=CONFIDENCE,
+              help="Reveal the draws in the order of their probability under the conditional model (default "
+                   "conditional) or under the guided distribution (guided, the paper).")
+@click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers and extraction workers.")
 @click.option("--threads", default=None, type=POS_INT, help="torch threads (default 2; results are bit-identical for one thread count).")
 def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, top_p, token_temperature,
-         joint_order, workers, threads) -> None:
+         joint_order, confidence, workers, threads) -> None:
     """Make 8 classes of synthetic 10 s videos (a coloured square whose colour and stripes go with a
-    tone's pitch and rhythm), extract them with Ray, fit patch k-means tokenizers, tokenize, train the
+    tone's pitch and rhythm), extract them, fit patch k-means tokenizers, tokenize, train the
     tiny transformer, then score all four tasks on the held-out clips with analytic oracles:
     image→audio and audio→image (with and without classifier-free guidance, plus a sweep of w),
     joint generation (do picture and sound name the same class) and audio inpainting of 3-7 s.
@@ -45,6 +58,7 @@ def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_sc
     for name, value in (("seed", seed), ("train_steps", train_steps), ("batch_size", batch_size),
                         ("clips_per_class", clips_per_class), ("cfg", cfg), ("cfg_schedule", cfg_schedule),
                         ("top_p", top_p), ("token_temperature", token_temperature), ("joint_order", joint_order),
+                        ("confidence", confidence),
                         ("workers", workers), ("threads", threads)):
         if value is not None:
             setattr(opts, name, value)

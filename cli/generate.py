@@ -6,6 +6,7 @@ import click
 
 from .options import (
     CFG_SCHEDULE,
+    CONFIDENCE,
     EXISTING_FILE,
     JOINT_ORDER,
     NON_NEGATIVE,
@@ -45,6 +46,9 @@ from .options import (
 @click.option("--joint-order", default="together", show_default=True, type=JOINT_ORDER,
               help="--joint only: one schedule over picture and sound (the paper), or the picture first and "
                    "then the sound given it.")
+@click.option("--confidence", default="guided", show_default=True, type=CONFIDENCE,
+              help="Reveal order: rank the draws by their probability under the guided distribution (the paper) "
+                   "or under the conditional one (the demo: guidance picks tokens, not when they are revealed).")
 @click.option("--device", default="cpu", show_default=True, type=Device(), help="cpu, cuda, cuda:1, mps ...")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Transformer autocast; auto = bf16 (fp16 on pre-Ampere) on CUDA, fp32 elsewhere.")
@@ -53,7 +57,7 @@ from .options import (
 @click.option("--image-tokenizer", type=EXISTING_FILE, help="Image tokenizer file, if it moved.")
 @click.option("--audio-tokenizer", type=EXISTING_FILE, help="Audio tokenizer file, if it moved.")
 def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples, seed, steps, cfg, cfg_schedule, temperature,
-             top_p, token_temperature, joint_order, device, precision, vocoder, image_tokenizer,
+             top_p, token_temperature, joint_order, confidence, device, precision, vocoder, image_tokenizer,
              audio_tokenizer) -> None:
     """Generate audio from an image (and the other directions) with a trained checkpoint.
 
@@ -87,7 +91,7 @@ def generate(checkpoint, image, audio, joint, hole, out, overwrite, num_samples,
                                temperature=temperature, device=device, precision=precision, vocoder=vocoder,
                                image_tokenizer=image_tokenizer, audio_tokenizer=audio_tokenizer,
                                overwrite=overwrite, progress=progress, top_p=top_p, joint_order=joint_order,
-                               token_temperature=token_temperature)
+                               token_temperature=token_temperature, confidence=confidence)
     except (ValueError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise click.ClickException(msg) from None

@@ -59,6 +59,7 @@ TOP_P = FiniteFloat(0.0, 1.0, open_min=True)  # the sampler's nucleus
 TOKEN_TEMPERATURE = FiniteFloat(0.0, open_min=True)  # the sampler's temperature of conditioned draws
 JOINT_ORDER = click.Choice(["together", "image-first"])  # avtok.model.sampler.JOINT_ORDERS
 CFG_SCHEDULE = click.Choice(["constant", "linear"])  # avtok.model.sampler.CFG_SCHEDULES
+CONFIDENCE = click.Choice(["guided", "conditional"])  # avtok.model.sampler.CONFIDENCES
 
 
 class FloatList(click.ParamType):

@@ -151,14 +151,15 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
              cfg: float = 3.0, cfg_schedule: str = "constant", temperature: float = 4.5,
              vocoder: Callable[[np.ndarray], torch.Tensor] | None = None,
              progress: Callable[[int, int], None] | None = None, precision: str = "fp32",
-             top_p: float = 1.0, joint_order: str = "together", token_temperature: float = 1.0) -> Generation:
+             top_p: float = 1.0, joint_order: str = "together", token_temperature: float = 1.0,
+             confidence: str = "guided") -> Generation:
     """Run one task for `num_samples` samples of the same input (seeded); decode and vocode the result.
 
     image: uint8 [256, 256, 3]; spec01: float [80, 848]; hole: (start_s, end_s) for "inpaint".
     vocoder: spec01 [N, 80, T] -> waveform [N, T·256]; None skips the waveform.
     progress(step, steps) is called after each sampling step. precision: the transformer's autocast
     ("fp32", "bf16", "fp16" or "auto": see avtok.model.precision); tokenizers stay as they are.
-    top_p, joint_order, token_temperature: as `avtok.model.sampler.sample` (an image-first joint runs
+    top_p, joint_order, token_temperature, confidence: as `avtok.model.sampler.sample` (an image-first joint runs
     2·steps steps).
     """
     if task not in TASKS:
@@ -187,7 +188,7 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
                               audio_tokens=aud_tokens if task != "image2audio" else None, steps=steps, cfg=cfg,
                               cfg_schedule=cfg_schedule, choice_temperature=temperature, generator=gen,
                               audio_hole=audio_hole, num_samples=n, callback=callback, top_p=top_p,
-                              joint_order=joint_order, token_temperature=token_temperature)
+                              joint_order=joint_order, token_temperature=token_temperature, confidence=confidence)
     images = decode_images(bundle, out_i) if task in ("audio2image", "joint") else np.repeat(image[None], n, 0)
     if task == "audio2image":
         mels = np.repeat(np.asarray(spec01, np.float32)[None], n, 0)
@@ -198,6 +199,7 @@ def generate(bundle: Bundle, task: str, image: np.ndarray | None = None, spec01:
         waves = np.asarray(vocoder(mels), dtype=np.float32)
     meta = {"task": task, "seed": seed, "steps": steps, "cfg": cfg, "cfg_schedule": cfg_schedule,
             "temperature": temperature, "top_p": top_p, "token_temperature": token_temperature,
+            "confidence": confidence,
             "joint_order": joint_order, "precision": precision,
             "checkpoint": bundle.checkpoint, "step": bundle.step}
     if audio_hole is not None:

@@ -11,8 +11,10 @@ becomes known once revealed). Per step t = 0..T-1:
    (docs/method.md, "Guidance");
 2. every still-unknown target is sampled from softmax(logits / T_tok), T_tok = `token_temperature` for
    draws given a condition (1 = the paper's, no temperature) and 1 for unconditional ones (joint);
-3. confidence = log p(sampled) + tau·(1 - r)·Gumbel, r = (t+1)/T; known and revealed positions get
-   +inf, so they are never re-masked;
+3. confidence = log p(sampled) + tau·(1 - r)·Gumbel, r = (t+1)/T, with p the distribution drawn from
+   (`confidence="guided"`, the paper's) or the conditional one at the same temperature
+   (`"conditional"`: guidance picks the token, the model's own certainty decides when it is revealed);
+   known and revealed positions get +inf, so they are never re-masked;
 4. mask_len = max(1, min(#unknown - 1, floor(N0·cos(pi/2·r)))) of the lowest-confidence unknowns
    stay masked, the rest are revealed (N0 = number of targets of that sample).
 
@@ -32,6 +34,7 @@ from .geometry import AUDIO_GRID, CLIP_SECONDS, TASKS, audio_column_edge_s
 
 CFG_SCHEDULES = ("constant", "linear")
 JOINT_ORDERS = ("together", "image-first")
+CONFIDENCES = ("guided", "conditional")
 
 
 def mask_ratio(r: float) -> float:
@@ -168,6 +171,7 @@ def sample(
     top_p: float = 1.0,
     joint_order: str = "together",
     token_temperature: float = 1.0,
+    confidence: str = "guided",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate tokens with `model.forward_logits`; returns (image Long[B,256], audio Long[B,265]).
 
@@ -182,11 +186,12 @@ def sample(
     token_temperature: the draws given a condition (image2audio, audio2image, inpaint, and the sound of an
     image-first joint) come from softmax(logits / token_temperature); 1 = the paper's sampler. Draws with
     no condition (a joint's picture, or all of a "together" joint) stay at 1: sharpened, most samples fall
-    on one class (docs/method.md, "Sampling").
+    on one class (docs/method.md, "Sampling"). confidence: "guided" ranks the draws by their log p under the
+    guided distribution (the paper), "conditional" under the conditional one (docs/method.md, "Guidance").
     generator: a seeded torch.Generator (on the model's device is fastest). callback(t, image_known,
     audio_known) sees the known masks after each step (progress, tests).
     """
-    _check_settings(task, steps, top_p, token_temperature, joint_order)
+    _check_settings(task, steps, top_p, token_temperature, joint_order, confidence)
     device = _model_device(model)
     n_img = model.cfg.image_tokens
     img, aud, target_i, target_a, cond_modality = _task_setup(
@@ -212,11 +217,12 @@ def sample(
     sampled = tokens.clone()
     for t in range(steps):
         w = guidance_scale(cfg, cfg_schedule, t, steps) if guided else 0.0
-        logits_i, logits_a = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w, wanted,
-                                     top_p)
+        (logits_i, logits_a), cond = _logits(model, tokens, known, n_img, cond_modality if w != 0 else None, w,
+                                             wanted, top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
-        sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device, tau)
+        sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device, tau,
+                                  cond if confidence == "conditional" else None)
         unknown = ~known
         sampled = torch.where(unknown, sampled, tokens)
 
@@ -242,11 +248,12 @@ def sample(
     if image_first:
         return sample(model, "image2audio", image_tokens=sampled[:, :n_img], steps=steps, cfg=cfg,
                       cfg_schedule=cfg_schedule, choice_temperature=choice_temperature, generator=generator,
-                      callback=callback, top_p=top_p, token_temperature=token_temperature)
+                      callback=callback, top_p=top_p, token_temperature=token_temperature, confidence=confidence)
     return sampled[:, :n_img], sampled[:, n_img:]
 
 
-def _check_settings(task: str, steps: int, top_p: float, token_temperature: float, joint_order: str) -> None:
+def _check_settings(task: str, steps: int, top_p: float, token_temperature: float, joint_order: str,
+                    confidence: str) -> None:
     """Refuse a sampler setting that has no meaning, before any forward pass."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
@@ -258,22 +265,28 @@ def _check_settings(task: str, steps: int, top_p: float, token_temperature: floa
         raise ValueError(f"token_temperature must be a finite number above 0, got {token_temperature}")
     if joint_order not in JOINT_ORDERS:
         raise ValueError(f"unknown joint_order {joint_order!r}; choose one of {JOINT_ORDERS}")
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"unknown confidence {confidence!r}; choose one of {CONFIDENCES}")
 
 
 def _draw(logits_i: torch.Tensor | None, logits_a: torch.Tensor | None, tokens: torch.Tensor, n_img: int,
           generator: torch.Generator | None, device: torch.device,
-          temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+          temperature: float = 1.0,
+          scores: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw per position of the modalities that have logits (image first, then audio), from
     softmax(logits / temperature): (tokens with the draws in place, log p of each draw under that
-    distribution, the confidence; +inf where nothing was drawn)."""
+    distribution, or under softmax(scores / temperature) when `scores` are given: the confidence; +inf
+    where nothing was drawn)."""
     sel_logp = torch.full(tokens.shape, math.inf, device=device)
     sampled = tokens.clone()
-    for logits, lo, hi in ((logits_i, 0, n_img), (logits_a, n_img, tokens.shape[1])):
+    for j, (logits, lo, hi) in enumerate(((logits_i, 0, n_img), (logits_a, n_img, tokens.shape[1]))):
         if logits is None:
             continue
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)
         # Gumbel-max draws exactly from softmax(logits / temperature).
         draw = (logp + _draw_gumbel(tuple(logp.shape), generator, device)).argmax(dim=-1)
+        if scores is not None:
+            logp = torch.log_softmax(scores[j].float() / temperature, dim=-1)
         sel_logp[:, lo:hi] = logp.gather(-1, draw.unsqueeze(-1)).squeeze(-1)
         sampled[:, lo:hi] = draw
     return sampled, sel_logp
@@ -284,29 +297,34 @@ def _logits(
     w: float,
     wanted: tuple[bool, bool] = (True, True),
     top_p: float = 1.0,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Guided logits c + w·(c - u) (c alone without an uncond modality) for the wanted modalities
-    (image, audio), limited to the top-p nucleus of c when top_p < 1; None for the others."""
+) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """(guided logits c + w·(c - u), conditional logits c) for the wanted modalities (image, audio), both
+    limited to the top-p nucleus of c when top_p < 1; None for the others. Without an uncond modality
+    both are c."""
     img, aud = tokens[:, :n_img], tokens[:, n_img:]
     k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
-        return (_keep_nucleus(c_i, c_i, top_p) if wanted[0] else None,
-                _keep_nucleus(c_a, c_a, top_p) if wanted[1] else None)
+        plain = (_keep_nucleus(c_i, c_i, top_p) if wanted[0] else None,
+                 _keep_nucleus(c_a, c_a, top_p) if wanted[1] else None)
+        return plain, plain
     u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
     u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
     both_i, both_a = model.forward_logits(
         torch.cat([img, img]), torch.cat([aud, aud]), torch.cat([k_img, u_k_img]), torch.cat([k_aud, u_k_aud])
     )
     b = tokens.shape[0]
-    out = []
+    out: list[torch.Tensor | None] = []
+    conds: list[torch.Tensor | None] = []
     for both, want in zip((both_i, both_a), wanted, strict=True):
         if not want:
             out.append(None)
+            conds.append(None)
             continue
         c, u = both[:b].float(), both[b:].float()
         out.append(_keep_nucleus(c + w * (c - u), c, top_p))
-    return out[0], out[1]
+        conds.append(_keep_nucleus(c, c, top_p))
+    return (out[0], out[1]), (conds[0], conds[1])
 
 
 def _keep_nucleus(logits: torch.Tensor, cond: torch.Tensor, top_p: float) -> torch.Tensor:

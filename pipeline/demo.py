@@ -80,6 +80,11 @@ class DemoOptions:
     # loudness band and silence one code, so at 1 a tone row not sure of its rhythm drew dropouts (read as a
     # beat), and guidance sharpened toward silence (docs/method.md, "The demo")
     token_temperature: float = 0.1
+    # Guided draws are revealed in the order of the conditional model's own certainty: guidance sharpens
+    # (p_c^(1+w) / p_u^w), so ranked by the guided probability a draw that only guidance favours looked
+    # sure and was committed early. On the five seeds' checkpoints, guided image→audio rose from a mean
+    # of 0.965 to 0.985 and no guided score fell; unguided draws are unchanged (docs/method.md, "The demo")
+    confidence: str = "conditional"
     joint_order: str = "image-first"
     choice_temperature: float = 4.5
     cfg_sweep: tuple[float, ...] = SWEEP_SCALES
@@ -334,7 +339,7 @@ def _generate(model: Any, task: str, ev: _EvalSet, w: float, o: DemoOptions) -> 
 
     g = torch.Generator().manual_seed(o.seed)
     kw = dict(steps=o.sample_steps, cfg=w, cfg_schedule=o.cfg_schedule, choice_temperature=o.choice_temperature,
-              generator=g, top_p=o.top_p, token_temperature=o.token_temperature)
+              generator=g, top_p=o.top_p, token_temperature=o.token_temperature, confidence=o.confidence)
     if task == "image2audio":
         return sample(model, task, image_tokens=ev.image, **kw)
     if task == "audio2image":

@@ -69,7 +69,8 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
                  device: str = "cpu", vocoder: str | os.PathLike | None = None,
                  image_tokenizer: str | os.PathLike | None = None, audio_tokenizer: str | os.PathLike | None = None,
                  precision: str = "auto", overwrite: bool = False, progress=None, top_p: float = 1.0,
-                 joint_order: str = "together", token_temperature: float = 1.0) -> list[Path]:
+                 joint_order: str = "together", token_temperature: float = 1.0,
+                 confidence: str = "guided") -> list[Path]:
     """`avtok generate`: read inputs, sample, decode, vocode, then write every output file.
 
     Everything that can fail (inputs, checkpoint, tokenizers, vocoder file) is checked before any
@@ -90,7 +91,7 @@ def run_generate(task: str, checkpoint: str | os.PathLike, *, image: str | os.Pa
     result = generate(bundle, task, image=img, spec01=mel, hole=span, num_samples=num_samples, seed=seed,
                       steps=steps, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, vocoder=voc,
                       progress=progress, precision=precision, top_p=top_p, joint_order=joint_order,
-                      token_temperature=token_temperature)
+                      token_temperature=token_temperature, confidence=confidence)
     files: dict[Path, bytes] = {}
     for i, group in enumerate(paths):
         if "wav" in group:

@@ -141,9 +141,10 @@ def test_defaults_and_ordinary_values_pass(tmp_path):
 
 
 def test_sampler_choices_are_the_samplers() -> None:
-    from avtok.cli.options import CFG_SCHEDULE, JOINT_ORDER, TOP_P
-    from avtok.model.sampler import CFG_SCHEDULES, JOINT_ORDERS
+    from avtok.cli.options import CFG_SCHEDULE, CONFIDENCE, JOINT_ORDER, TOP_P
+    from avtok.model.sampler import CFG_SCHEDULES, CONFIDENCES, JOINT_ORDERS
 
     assert tuple(JOINT_ORDER.choices) == JOINT_ORDERS
+    assert tuple(CONFIDENCE.choices) == CONFIDENCES
     assert tuple(CFG_SCHEDULE.choices) == CFG_SCHEDULES
     assert TOP_P.convert("1", None, None) == 1.0 and TOP_P.convert("0.7", None, None) == 0.7

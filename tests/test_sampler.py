@@ -182,7 +182,7 @@ def test_guided_logits_formula() -> None:
     img, aud = _tokens(2)
     tokens = torch.cat([img, aud], 1)
     known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
-    _, guided = _logits(model, tokens, known, N_IMAGE, "image", 3.0)
+    (_, guided), _ = _logits(model, tokens, known, N_IMAGE, "image", 3.0)
     _, c = StandIn().forward_logits(img, aud, known[:, :N_IMAGE], known[:, N_IMAGE:])
     _, u = StandIn().forward_logits(img, aud, ~known[:, :N_IMAGE], known[:, N_IMAGE:])
     torch.testing.assert_close(guided, c + 3.0 * (c - u))
@@ -213,13 +213,13 @@ def test_guided_logits_keep_only_the_conditional_nucleus() -> None:
     known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
     _, c = StandIn().forward_logits(img, aud, known[:, :N_IMAGE], known[:, N_IMAGE:])
     _, u = StandIn().forward_logits(img, aud, ~known[:, :N_IMAGE], known[:, N_IMAGE:])
-    _, guided = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
+    (_, guided), _ = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
     keep = nucleus(c, 0.7)
     assert 0 < keep.sum(-1).min() and keep.sum(-1).max() < K_AUD  # the test model's nuclei are proper subsets
     torch.testing.assert_close(guided[keep], (c + 3.0 * (c - u))[keep])
     assert torch.isneginf(guided[~keep]).all()
     # unguided (w = 0, joint) logits keep to the same nucleus: guidance on and off differ only by guidance
-    _, plain_c = _logits(StandIn(), tokens, known, N_IMAGE, None, 0.0, top_p=0.7)
+    (_, plain_c), _ = _logits(StandIn(), tokens, known, N_IMAGE, None, 0.0, top_p=0.7)
     assert torch.equal(plain_c[keep], c[keep]) and torch.isneginf(plain_c[~keep]).all()
     _, first0 = sample(StandIn(), "image2audio", image_tokens=img, steps=1, cfg=0.0, top_p=0.7, generator=_gen(2))
     assert keep.gather(-1, first0.unsqueeze(-1)).all()
@@ -352,7 +352,7 @@ def test_token_temperature_sharpens_conditioned_draws_only() -> None:
     known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
     # one step draws every audio token at once: softmax(guided logits / T) through the Gumbel-max of the
     # sampler's first draw from the generator, exactly
-    _, guided = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
+    (_, guided), _ = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
     for temp in (0.25, 2.0):
         g = _draw_gumbel((2, N_AUDIO, K_AUD), _gen(4), torch.device("cpu"))
         want = (torch.log_softmax(guided / temp, -1) + g).argmax(-1)
@@ -380,3 +380,38 @@ def test_token_temperature_sharpens_conditioned_draws_only() -> None:
     for bad in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="token_temperature"):
             sample(StandIn(), "image2audio", image_tokens=img, steps=2, token_temperature=bad)
+
+
+def test_conditional_confidence_reveals_the_guided_draws_in_the_conditional_models_order() -> None:
+    from avtok.model.sampler import _draw_gumbel, _logits
+
+    img, aud = _tokens(2)
+    tokens = torch.cat([img, aud], 1)
+    known = torch.cat([torch.ones(2, N_IMAGE, dtype=torch.bool), torch.zeros(2, N_AUDIO, dtype=torch.bool)], 1)
+    temp, cpu = 0.5, torch.device("cpu")
+    (_, guided), (_, cond) = _logits(StandIn(), tokens, known, N_IMAGE, "image", 3.0, top_p=0.7)
+    # step 0 of 2 by hand: the draw from the guided logits (the generator's first Gumbel draw), then the
+    # confidence noise (its second), scaled by tau·(1 - r) at r = 1/2; the 187 = floor(265·cos(π/4)) least
+    # confident stay masked
+    g = _gen(0)  # the generator _run_recording gives the sampler
+    draw = (torch.log_softmax(guided / temp, -1) + _draw_gumbel((2, N_AUDIO, K_AUD), g, cpu)).argmax(-1)
+    noise = _draw_gumbel((2, N_IMAGE + N_AUDIO), g, cpu)[:, N_IMAGE:]
+    revealed = {}
+    for kind, scores in (("guided", guided), ("conditional", cond)):
+        conf = torch.log_softmax(scores / temp, -1).gather(-1, draw.unsqueeze(-1)).squeeze(-1) + 4.5 * 0.5 * noise
+        rank = torch.empty_like(draw)
+        order = conf.argsort(dim=1, stable=True)
+        rank.scatter_(1, order, torch.arange(N_AUDIO).expand_as(order))
+        want = rank >= math.floor(N_AUDIO * math.cos(math.pi / 4))
+        (_, out), trace = _run_recording(StandIn(), "image2audio", steps=2, image_tokens=img, cfg=3.0, top_p=0.7,
+                                         token_temperature=temp, confidence=kind)
+        assert torch.equal(trace[0][:, N_IMAGE:], want)
+        revealed[kind] = want
+    assert not torch.equal(revealed["guided"], revealed["conditional"])  # the orders differ; the draws do not
+    # without guidance both orders are the same distribution's: bit for bit the default sampler
+    for task, kw in (("audio2image", {"audio_tokens": aud}), ("image2audio", {"image_tokens": img})):
+        a = sample(StandIn(), task, steps=4, cfg=0.0, generator=_gen(3), **kw)
+        b = sample(StandIn(), task, steps=4, cfg=0.0, generator=_gen(3), confidence="conditional", **kw)
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="confidence"):
+        sample(StandIn(), "image2audio", image_tokens=img, steps=2, confidence="uncond")
