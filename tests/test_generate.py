@@ -429,3 +429,27 @@ def test_extreme_aspect_ratios_cost_only_the_crop(tmp_path, size) -> None:
     Image.fromarray(arr).save(tmp_path / "thin.png")
     img = load_image(tmp_path / "thin.png")
     assert img.shape == (256, 256, 3) and {tuple(int(c) for c in p) for p in img.reshape(-1, 3)} == {(0, 200, 0)}
+
+
+def test_generate_confidence_reaches_the_sampler(trained, tmp_path, monkeypatch) -> None:
+    import avtok.model.generate as G
+
+    seen = []
+    real = G.sample
+
+    def recording(*args, **kw):
+        seen.append(kw["confidence"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(G, "sample", recording)
+    media, ckpt = trained["media"], trained["ckpt"]
+    for kind in ("guided", "conditional"):
+        res = _cli(["--image", media / "foo.jpg", "--checkpoint", ckpt, "--steps", 2, "--confidence", kind,
+                    "--out", tmp_path / f"{kind}.wav"])
+        assert res.exit_code == 0, res.output
+        assert sf.info(tmp_path / f"{kind}.wav").frames == 848 * 256
+    res = _cli(["--image", media / "foo.jpg", "--checkpoint", ckpt, "--steps", 2, "--out", tmp_path / "x.wav"])
+    assert res.exit_code == 0, res.output
+    assert seen == ["guided", "conditional", "guided"]  # the paper's order unless asked
+    res = _cli(["--image", media / "foo.jpg", "--checkpoint", ckpt, "--confidence", "uncond", "--out", tmp_path / "b.wav"])
+    assert res.exit_code == 2 and "--confidence" in res.output and not (tmp_path / "b.wav").exists()
