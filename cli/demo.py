@@ -39,7 +39,7 @@ from .options import (
 @click.option("--confidence", default=None, type=CONFIDENCE,
               help="Reveal the draws in the order of their probability under the conditional model (default "
                    "conditional) or under the guided distribution (guided, the paper).")
-@click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers and extraction workers.")
+@click.option("--workers", default=None, type=POS_INT, help="Parallel clip makers (ffmpeg processes; default 2).")
 @click.option("--threads", default=None, type=POS_INT, help="torch threads (default 2; results are bit-identical for one thread count).")
 def demo(out, quick, seed, train_steps, batch_size, clips_per_class, cfg, cfg_schedule, top_p, token_temperature,
          joint_order, confidence, workers, threads) -> None:

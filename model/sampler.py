@@ -221,8 +221,9 @@ def sample(
                                              wanted, top_p)
 
         # 2-3: sample every position of the target modalities; known positions keep their id.
+        # unguided, the conditional distribution is the one drawn from: no second log-softmax
         sampled, sel_logp = _draw(logits_i, logits_a, tokens, n_img, generator, device, tau,
-                                  cond if confidence == "conditional" else None)
+                                  cond if confidence == "conditional" and w != 0 else None)
         unknown = ~known
         sampled = torch.where(unknown, sampled, tokens)
 
@@ -305,8 +306,8 @@ def _logits(
     k_img, k_aud = known[:, :n_img], known[:, n_img:]
     if uncond_modality is None:
         c_i, c_a = model.forward_logits(img, aud, k_img, k_aud)
-        plain = (_keep_nucleus(c_i, c_i, top_p) if wanted[0] else None,
-                 _keep_nucleus(c_a, c_a, top_p) if wanted[1] else None)
+        plain = (_keep_nucleus(c_i, _nucleus_or_all(c_i, top_p)) if wanted[0] else None,
+                 _keep_nucleus(c_a, _nucleus_or_all(c_a, top_p)) if wanted[1] else None)
         return plain, plain
     u_k_img = torch.zeros_like(k_img) if uncond_modality == "image" else k_img
     u_k_aud = torch.zeros_like(k_aud) if uncond_modality == "audio" else k_aud
@@ -322,14 +323,20 @@ def _logits(
             conds.append(None)
             continue
         c, u = both[:b].float(), both[b:].float()
-        out.append(_keep_nucleus(c + w * (c - u), c, top_p))
-        conds.append(_keep_nucleus(c, c, top_p))
+        keep = _nucleus_or_all(c, top_p)  # once for both: the sort is the dearest part of a sampler step
+        out.append(_keep_nucleus(c + w * (c - u), keep))
+        conds.append(_keep_nucleus(c, keep))
     return (out[0], out[1]), (conds[0], conds[1])
 
 
-def _keep_nucleus(logits: torch.Tensor, cond: torch.Tensor, top_p: float) -> torch.Tensor:
-    """`logits` with every token outside the top-p nucleus of `cond` set to -inf (unchanged for top_p = 1)."""
-    return logits if top_p >= 1.0 else logits.masked_fill(~nucleus(cond, top_p), -math.inf)
+def _nucleus_or_all(cond: torch.Tensor, top_p: float) -> torch.Tensor | None:
+    """The top-p nucleus mask of `cond`, or None for top_p = 1 (every token)."""
+    return None if top_p >= 1.0 else nucleus(cond, top_p)
+
+
+def _keep_nucleus(logits: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """`logits` with every token outside `keep` set to -inf (unchanged for None)."""
+    return logits if keep is None else logits.masked_fill(~keep, -math.inf)
 
 
 def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -139,10 +139,11 @@ def stage_extract(manifest: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     from .extract import run_extract
 
     dest = out / "extracted"
-    # In this process, as tokenize: on the demo's 320 short clips Ray's start and its workers' imports
-    # cost what two workers save (docs/method.md, "The demo": 23.6 s in process, 25.5 s on Ray)
+    # In this process, one shard after another, as tokenize: on the demo's 320 short clips Ray's start and
+    # its workers' imports cost what two workers save (docs/method.md, "The demo": 23.6 s in process, 25.5 s
+    # on Ray), so `workers` sets the clip makers only
     summary = run_extract(manifest, dest, shard_size=max(1, (o.clips_per_class * syn.NUM_CLASSES) // 4),
-                          workers=o.workers, keep_audio=True, in_process=True)
+                          keep_audio=True, in_process=True)
     say(f"[demo] {summary.line()}")
     if summary.errors or summary.shards_failed:
         raise RuntimeError(f"extract reported {summary.errors} errors / {len(summary.shards_failed)} failed shards; "
