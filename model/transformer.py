@@ -197,11 +197,14 @@ class AVTransformer(nn.Module):
 
     def _embed(self, image_in: Tensor, audio_in: Tensor) -> Tensor:
         x = torch.cat([self.image_embed(image_in), self.audio_embed(audio_in)], dim=1)
-        return x + self.pos_embed + self.modality_embed[self.modality_ids]
+        # index_select, not table[ids]: the latter's backward adds the 521 rows' gradients with parallel atomic
+        # adds once a [521, dim] tensor passes the CPU grain (dim >= 63), in a different order each run;
+        # index_select's backward adds them in position order, the same bits at any thread count
+        return x + self.pos_embed + torch.index_select(self.modality_embed, 0, self.modality_ids)
 
     def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder input [B, n, dec_dim] (mask vector already in place) → (image logits, audio logits)."""
-        x = x + self.dec_pos_embed + self.dec_modality_embed[self.modality_ids]
+        x = x + self.dec_pos_embed + torch.index_select(self.dec_modality_embed, 0, self.modality_ids)
         x = self.dec_norm(self._run(self.dec_blocks, x))
         ni = self.cfg.image_tokens
         return (self.image_head(x[:, :ni], self.image_embed.weight),
