@@ -20,12 +20,9 @@ if str(TESTS_DIR) not in sys.path:
 # same either way.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# The longest files first, so that neither worker ends the run alone on a long file while the other
-# waits: the full demo and the quick demo run twice (one per worker), then the files of 20 s or more under
-# CI's two processes, longest first (docs/testing.md has the times); the rest, short, keep pytest's order.
-FIRST = ("test_demo_full.py", "test_demo.py", "test_faults.py", "test_extract.py", "test_train.py",
-         "test_tokenize.py", "test_app.py", "test_gpu_suite.py", "test_vqgan.py", "test_synthetic.py",
-         "test_generate.py", "test_decode.py", "test_run_log.py", "test_ddp.py")
+# The longest files first, one per worker, so that neither ends the run alone: the full demo, then the
+# quick demo run twice. The rest keep pytest's order.
+FIRST = ("test_demo_full.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
