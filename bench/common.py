@@ -9,8 +9,16 @@ import time
 import torch
 from avtok.model.precision import peak_flops, resolve_precision
 
-__all__ = ["Deadline", "cpu_matmul_peak", "device_name", "gpu_matmul_peak", "peak_flops_for", "peak_memory",
-           "reset_peak_memory", "resolve_precision", "sync"]
+__all__ = ["Deadline", "cpu_matmul_peak", "demo_model_sizes", "device_name", "gpu_matmul_peak", "peak_flops_for",
+           "peak_memory", "reset_peak_memory", "resolve_precision", "sync"]
+
+
+def demo_model_sizes() -> dict:
+    """AVConfig overrides of the demo's model on top of the `tiny` preset, codebook sizes included."""
+    from avtok.pipeline.demo import DemoOptions
+
+    o = DemoOptions()
+    return {**o.model_overrides, "image_codebook": o.image_codebook, "audio_codebook": o.audio_codebook}
 
 
 def sync(device: torch.device) -> None:

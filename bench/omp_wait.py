@@ -18,16 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from avtok.pipeline.demo import DemoOptions
+from common import demo_model_sizes
 
 HERE = Path(__file__).resolve().parent
 MS = re.compile(r"\(([\d.]+) ms/step")
 
 
 def train_cmd(steps: int, threads: int, batch: int) -> list[str]:
-    o = DemoOptions()
-    sizes = {**o.model_overrides, "image_codebook": o.image_codebook, "audio_codebook": o.audio_codebook}
-    sets = [f"--set={k}={v}" for k, v in sizes.items()]
+    sets = [f"--set={k}={v}" for k, v in demo_model_sizes().items()]
     return [sys.executable, str(HERE / "train.py"), "--preset", "tiny", "--device", "cpu", "--precision", "fp32",
             "--batch", str(batch), "--threads", str(threads), "--steps", str(steps), "--warmup", "3", *sets]
 

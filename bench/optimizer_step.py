@@ -18,15 +18,13 @@ import torch
 from avtok.model.config import preset
 from avtok.model.train import TrainConfig, make_optimizer
 from avtok.model.transformer import AVTransformer
-from avtok.pipeline.demo import DemoOptions
+from common import demo_model_sizes
 
 VARIANTS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
 def demo_model() -> AVTransformer:
-    o = DemoOptions()
-    cfg = preset("tiny", **{**o.model_overrides, "image_codebook": o.image_codebook,
-                            "audio_codebook": o.audio_codebook})
+    cfg = preset("tiny", **demo_model_sizes())
     torch.manual_seed(0)
     return AVTransformer(cfg)
 

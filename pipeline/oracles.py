@@ -94,11 +94,10 @@ def high_band_db(wave: np.ndarray, sr: int, n_fft: int = 128, hop: int = 32) -> 
     wave = np.asarray(wave, dtype=np.float64).reshape(-1)
     if wave.size < n_fft:
         wave = np.pad(wave, (0, n_fft - wave.size))
-    n = 1 + (wave.size - n_fft) // hop
     spec = np.abs(np.fft.rfft(syn.frames_of(wave, n_fft, hop) * syn.hann(n_fft), axis=1)) ** 2
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     energy = spec[:, freqs >= CLICK_HZ].sum(axis=1)
-    return (np.arange(n) * hop + n_fft / 2) / sr, 10 * np.log10(energy + 1e-12)
+    return (np.arange(len(spec)) * hop + n_fft / 2) / sr, 10 * np.log10(energy + 1e-12)
 
 
 def seam_click_db(wave: np.ndarray, sr: int, seams_s: list[float]) -> float:

@@ -30,12 +30,24 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one thread for the test (tiny models run faster than on two contended ones); restored after."""
+def _torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny models run faster than on two contended ones); restored after."""
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_threads():
+    """torch on two threads for the test (whatever the process had); restored after."""
+    yield from _torch_threads(2)

@@ -267,7 +267,6 @@ def test_sample_json_keeps_the_id_when_the_key_cannot(tmp_path):
     assert np.array_equal(back.mel, mel.astype(np.float16)) and back.frames.shape == (10, 256, 256, 3)
 
 
-
 def test_kept_audio_is_read_back_or_skipped_on_request(tmp_path):
     rng = np.random.default_rng(1)
     frames, mel = make_frames(10, rng), make_mels(1, rng)[0]
@@ -277,6 +276,7 @@ def test_kept_audio_is_read_back_or_skipped_on_request(tmp_path):
     assert full.audio.dtype == np.float32 and np.array_equal(full.audio, audio)
     (light,) = read_extracted_shard(tmp_path / "s.tar", decode_audio=False)
     assert light.audio is None and np.array_equal(light.frames, full.frames) and np.array_equal(light.mel, full.mel)
+
 
 def test_fit_kmeans_does_not_replace_an_existing_file(world, tmp_path):
     out = tmp_path / "codebooks.safetensors"

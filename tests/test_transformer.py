@@ -152,22 +152,17 @@ def test_gradients_reach_everything_and_detach_option():
     assert model.image_embed.weight.grad[5].abs().sum() > 0
 
 
-def test_gradients_are_the_same_bits_on_every_run_at_two_threads():
+def test_gradients_are_the_same_bits_on_every_run_at_two_threads(two_threads):
     # The tiny preset's [521, 64] modality rows pass the CPU grain above which the backward of table[ids]
     # adds into the 2-row table with parallel atomic adds: the modality tables' gradients (and so a
     # training run) came out different from run to run. Repeats of one backward must agree bit for bit.
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        model = tiny()
-        img, aud = tokens(8)
-        runs = []
-        for _ in range(12):
-            model.zero_grad()
-            model(img, aud, generator=torch.Generator().manual_seed(0))[0].backward()
-            runs.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    finally:
-        torch.set_num_threads(before)
+    model = tiny()
+    img, aud = tokens(8)
+    runs = []
+    for _ in range(12):
+        model.zero_grad()
+        model(img, aud, generator=torch.Generator().manual_seed(0))[0].backward()
+        runs.append({n: p.grad.clone() for n, p in model.named_parameters()})
     differ = sorted({n for run in runs[1:] for n, g in run.items() if not torch.equal(g, runs[0][n])})
     assert differ == []
     # the table's gradient is the sum of its rows' gradients: image rows to row 0, audio rows to row 1
