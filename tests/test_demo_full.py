@@ -16,25 +16,25 @@ from click.testing import CliRunner
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
     """The full demo on 40 held-out clips. The floors sit about one clip under the lowest score of the
-    default settings over seeds 0-4 (docs/method.md, "The demo": image→audio 0.950 with guidance / 0.975
-    without, audio→image 1.000 / 1.000, inpainting 0.900 / 0.900, joint 0.775, pictures with a class 0.850,
-    click-free guided inpainting 1.000), not under seed 0's own run (1.000 in every directed task with and
-    without guidance, joint 0.975): on another processor the floating-point results differ and the scores
-    then move like another draw."""
+    default settings over seeds 0-4 (docs/method.md, "The demo": image→audio 0.950 with guidance / 0.950
+    without, audio→image 1.000 / 1.000, inpainting 0.725 / 0.750, all three on seed 1; joint 0.850 on seed 4,
+    pictures with a class 1.000, click-free guided inpainting 0.950), not under seed 0's own run (1.000 in
+    every directed task at every guidance scale, joint 1.000): on another processor the floating-point
+    results differ and the scores then move like another seed's."""
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     t = metrics["tasks"]
     assert metrics["test_clips"] == 40 and metrics["chance"] == 0.125
-    assert t["image2audio"]["cfg_on"] >= 0.925 and t["image2audio"]["cfg_off"] >= 0.95, t
+    assert t["image2audio"]["cfg_on"] >= 0.925 and t["image2audio"]["cfg_off"] >= 0.925, t
     assert t["audio2image"]["cfg_on"] >= 0.975 and t["audio2image"]["cfg_off"] >= 0.975, t
-    assert t["inpaint"]["cfg_on"] >= 0.875 and t["inpaint"]["cfg_off"] >= 0.875, t
-    assert t["joint"]["agreement"] >= 0.75, t
+    assert t["inpaint"]["cfg_on"] >= 0.7 and t["inpaint"]["cfg_off"] >= 0.725, t
+    assert t["joint"]["agreement"] >= 0.825, t
     assert metrics["options"]["token_temperature"] == 0.1 and metrics["options"]["top_p"] == 0.7
     assert metrics["options"]["confidence"] == "conditional"
-    assert metrics["task_detail"]["joint"]["0"]["image_has_class"] >= 0.825, t  # image-first: a whole picture first
-    assert metrics["task_detail"]["inpaint"]["1"]["click_free"] >= 0.95  # guidance draws almost no stray click codes
+    assert metrics["task_detail"]["joint"]["0"]["image_has_class"] >= 0.975, t  # image-first: a whole picture first
+    assert metrics["task_detail"]["inpaint"]["1"]["click_free"] >= 0.925  # guidance draws almost no stray click codes
     assert metrics["oracle_accuracy"]["cfg_on"] == t["image2audio"]["cfg_on"]
     assert set(metrics["cfg_sweep"]["image2audio"]) == {"0", "1", "2", "3", "5"}
     acc = metrics["oracle_accuracy"]

@@ -129,6 +129,13 @@ def test_make_dataset_small(tmp_path) -> None:
     assert inside.max() < 60
     border = solid[: lo - 2].reshape(-1, 3)
     assert np.ptp(border, axis=0).max() <= 6 and np.ptp(border[:, 0] - border[:, 2]) <= 6  # flat grey
+    # ... of one level in every clip: the picture says the class and nothing else
+    levels = []
+    for r in rows:
+        with av.open(r["path"]) as c:
+            frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(float)
+        levels.append(frame[: lo - 2].mean())
+    assert max(abs(v - syn.BACKGROUND_LEVEL) for v in levels) <= 3, levels
     # a re-run makes nothing new and writes the same manifest
     mtime = (tmp_path / "videos" / "synth-0-000.mp4").stat().st_mtime_ns
     assert syn.make_dataset(tmp_path, clips_per_class=2, test_per_class=1, seed=1).read_text() == manifest.read_text()
