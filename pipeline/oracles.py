@@ -33,7 +33,7 @@ def _hue_deg(rgb: np.ndarray) -> np.ndarray:
 
 
 def _class_hues() -> np.ndarray:
-    cols = np.array([[int(c[i:i + 2], 16) for i in (0, 2, 4)] for c in syn.COLOURS], dtype=np.float64)
+    cols = np.array([c.rgb for c in syn.CLASSES], dtype=np.float64)
     return _hue_deg(cols)
 
 

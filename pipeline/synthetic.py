@@ -75,6 +75,11 @@ class SynthClass:
     pitch_hz: float
     rhythm: str  # "steady" | "pulse"
 
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The square's colour as 8-bit (r, g, b)."""
+        return tuple(int(self.colour[i:i + 2], 16) for i in (0, 2, 4))
+
 
 def _make_classes() -> tuple[SynthClass, ...]:
     out = []
@@ -239,11 +244,11 @@ def _video_filter(k: int) -> str:
     reconstructions.
     """
     cls = CLASSES[k]
-    bg = BACKGROUND_LEVEL
     cells = SQUARE_CELLS
     side = cells * CELL
     x = y = SQUARE_AT * CELL
-    parts = [f"color=c=0x{bg:02x}{bg:02x}{bg:02x}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}", "format=yuv420p"]
+    grey = f"{BACKGROUND_LEVEL:02x}" * 3
+    parts = [f"color=c=0x{grey}:s={SIZE}x{SIZE}:r={FPS}:d={DURATION_S:g}", "format=yuv420p"]
     col = f"0x{cls.colour}"
     if cls.motif == "solid":
         parts.append(f"drawbox=x={x}:y={y}:w={side}:h={side}:color={col}:t=fill")

@@ -101,10 +101,10 @@ CODEBOOK = 32
 
 def _clip_image(k: int, rng: np.random.Generator) -> np.ndarray:
     """Class k's colour square on a noisy grey background, 256×256."""
-    from avtok.pipeline.synthetic import COLOURS
+    from avtok.pipeline.synthetic import CLASSES
 
     img = rng.integers(90, 130, (256, 256, 3)).astype(np.uint8)
-    colour = np.array([int(COLOURS[k][i:i + 2], 16) for i in (0, 2, 4)], np.uint8)
+    colour = np.array(CLASSES[k].rgb, np.uint8)
     y, x = rng.integers(20, 120, 2)
     img[y:y + 110, x:x + 110] = colour
     return img

@@ -100,6 +100,12 @@ def test_oracle_survives_quantised_mel_and_griffin_lim() -> None:
     assert [syn.classify_audio(w.numpy(), SR) for w in out] == list(range(8))
 
 
+def _first_frame(path: str) -> np.ndarray:
+    """The first decoded frame of a video, int RGB [H, W, 3]."""
+    with av.open(path) as c:
+        return next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+
+
 def test_make_dataset_small(tmp_path) -> None:
     manifest = syn.make_dataset(tmp_path, clips_per_class=2, test_per_class=1, seed=1)
     with open(manifest, newline="") as f:
@@ -118,23 +124,19 @@ def test_make_dataset_small(tmp_path) -> None:
     assert rate == SR and audio.size >= 220000
     assert syn.classify_audio(audio, rate) == syn.class_index(row["label"])
     # the motif's colour is in the frame
-    want = np.array([int(syn.CLASSES[1].colour[i:i + 2], 16) for i in (0, 2, 4)])
+    want = np.array(syn.CLASSES[1].rgb)
     assert (np.abs(frames[5].astype(int) - want).sum(-1) < 60).sum() > 500
     # a solid square (class 0) fills exactly its cells of the token grid, on a flat background
-    with av.open(rows[0]["path"]) as c:
-        solid = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
-    red = np.array([int(syn.CLASSES[0].colour[i:i + 2], 16) for i in (0, 2, 4)])
+    firsts = [_first_frame(r["path"]) for r in rows]  # every clip's first frame, once
+    solid = firsts[0]
+    red = np.array(syn.CLASSES[0].rgb)
     lo, hi = syn.SQUARE_AT * syn.CELL, (syn.SQUARE_AT + syn.SQUARE_CELLS) * syn.CELL
     inside = np.abs(solid[lo + 2:hi - 2, lo + 2:hi - 2] - red).sum(-1)
     assert inside.max() < 60
     border = solid[: lo - 2].reshape(-1, 3)
     assert np.ptp(border, axis=0).max() <= 6 and np.ptp(border[:, 0] - border[:, 2]) <= 6  # flat grey
     # ... of one level in every clip: the picture says the class and nothing else
-    levels = []
-    for r in rows:
-        with av.open(r["path"]) as c:
-            frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(float)
-        levels.append(frame[: lo - 2].mean())
+    levels = [f[: lo - 2].mean() for f in firsts]
     assert max(abs(v - syn.BACKGROUND_LEVEL) for v in levels) <= 3, levels
     # a re-run makes nothing new and writes the same manifest
     mtime = (tmp_path / "videos" / "synth-0-000.mp4").stat().st_mtime_ns
