@@ -154,7 +154,7 @@ def stage_extract(manifest: Path, out: Path, o: DemoOptions, say: Say) -> Path:
 def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
     """Both codebooks fit on frames and mels of the *train* clips only (the test clips stay unseen)."""
     import torch
-    from avtok.model.tokenizers import frames_to_input, mel_to_input
+    from avtok.model.tokenizers import frames_chw, mel_to_input, pixels_to_input
     from avtok.model.tokenizers.patch_kmeans import fit_codebook, save_patch_kmeans
 
     from .extracted import read_extracted_shard
@@ -170,8 +170,8 @@ def stage_kmeans(extracted: Path, out: Path, o: DemoOptions, say: Say) -> Path:
                 frames.append(s.frames[::3])  # frames 0, 3, 6, 9: the picture barely changes within a clip
                 mels.append(s.mel.astype(np.float32))
     with torch.no_grad():
-        img = fit_codebook(frames_to_input(np.concatenate(frames)), o.image_codebook, o.kmeans_iters,
-                           o.kmeans_points, o.seed)
+        img = fit_codebook(frames_chw(np.concatenate(frames)), o.image_codebook, o.kmeans_iters,
+                           o.kmeans_points, o.seed, to_input=pixels_to_input)
         aud = fit_codebook(mel_to_input(np.stack(mels)), o.audio_codebook, o.kmeans_iters, o.kmeans_points,
                            o.seed + 1)
     save_patch_kmeans(path, img, aud, {"image_k": o.image_codebook, "audio_k": o.audio_codebook,

@@ -12,9 +12,9 @@ K = 8 classes. Class k = 2·p + r pairs a visual motif with a sound:
 
 Each clip's sound draws a random loudness, pitch jitter (±2 %) and tone phase, so no two clips are
 identical; what a clip's tokens say is its class, nothing else (docs/method.md, "The demo", says why the
-layout, the background, the pulse phase and the noise are fixed). Videos are made by one ffmpeg process per clip:
-lavfi `color` + `drawbox` for the picture (256×256, 5 fps, H.264) and the numpy-synthesised sound piped in
-as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class whose pitch
+layout, the background, the pulse phase and the noise are fixed). Videos are made with ffmpeg: each class's
+picture once, lavfi `color` + `drawbox` (256×256, 5 fps, H.264), then one process per clip that copies that
+stream and encodes the numpy-synthesised sound piped in as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class whose pitch
 band holds the most spectral energy (FFT), and whether that band's envelope beats at PULSE_HZ.
 """
 
@@ -25,6 +25,7 @@ import functools
 import io
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -258,30 +259,45 @@ def _video_filter(k: int) -> str:
     return ",".join(parts)
 
 
-def make_clip(path: str | os.PathLike, k: int, seed: int) -> None:
-    """Write one 10 s clip of class `k` (mp4: H.264 256×256 5 fps + AAC 22050 Hz mono), atomically."""
-    rng = np.random.default_rng(seed)
-    audio = synth_audio(k, rng)
-    vf = _video_filter(k)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    # one thread per encoder and bit-exact muxing (no encoder version string, no timestamps in the
-    # header): the same seed makes the same bytes, whatever else runs beside it
-    cmd = [ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-threads", "1",
-           "-f", "lavfi", "-i", vf,
-           "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
-           "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28",
-           "-threads", "1", "-x264-params", "threads=1:sliced-threads=0",
-           "-c:a", "aac", "-b:a", "64k", "-t", f"{DURATION_S:g}", "-shortest",
-           "-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(tmp)]
+# one thread per encoder and bit-exact muxing (no encoder version string, no timestamps in the header): the
+# same seed makes the same bytes, whatever else runs beside it
+_H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-threads", "1",
+         "-x264-params", "threads=1:sliced-threads=0"]
+_BITEXACT = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact"]
+
+
+def _ffmpeg(cmd: list[str], out: Path, name: str, stdin: bytes | None = None) -> None:
+    """Run ffmpeg writing to a temporary name beside `out`, then move it into place."""
+    tmp = out.with_name(f".{out.stem}.tmp.mp4")
     try:
-        proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+        proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-threads", "1", *cmd, str(tmp)],
+                              input=stdin, capture_output=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed for {path.name}: {proc.stderr.decode(errors='replace')[-500:]}")
-        os.replace(tmp, path)
+            raise RuntimeError(f"ffmpeg failed for {name}: {proc.stderr.decode(errors='replace')[-500:]}")
+        os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def make_class_video(path: str | os.PathLike, k: int) -> None:
+    """Write class `k`'s picture as a 10 s H.264 stream (mp4, no sound): the video of every clip of the class."""
+    _ffmpeg(["-f", "lavfi", "-i", _video_filter(k), *_H264, "-t", f"{DURATION_S:g}", *_BITEXACT], Path(path),
+            f"class {k}'s video")
+
+
+def make_clip(path: str | os.PathLike, k: int, seed: int, video: str | os.PathLike | None = None) -> None:
+    """Write one 10 s clip of class `k` (mp4: H.264 256×256 5 fps + AAC 22050 Hz mono), atomically.
+    `video`: the class's stream from `make_class_video`, copied instead of encoded again (the same frames)."""
+    audio = synth_audio(k, np.random.default_rng(seed))
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    if video is None:
+        picture = ["-f", "lavfi", "-i", _video_filter(k)]
+        codec = _H264
+    else:
+        picture, codec = ["-i", str(video)], ["-c:v", "copy"]
+    _ffmpeg([*picture, "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
+             "-map", "0:v", "-map", "1:a", *codec, "-c:a", "aac", "-b:a", "64k", "-t", f"{DURATION_S:g}",
+             "-shortest", *_BITEXACT], Path(path), Path(path).name, pcm)
 
 
 def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per_class: int = 5,
@@ -308,8 +324,14 @@ def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per
                 jobs.append((path, cls.index, int(np.random.SeedSequence([seed, cls.index, i]).generate_state(1)[0])))
     done = 0
     total = len(jobs)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(lambda j: make_clip(*j), jobs):
+    # every clip of a class shows the same picture: each class's H.264 stream is encoded once and copied
+    # into its clips, which then cost only their sound (the frames decode to the same pixels)
+    with tempfile.TemporaryDirectory(dir=vids, prefix=".class-videos-") as tmp, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        classes = sorted({k for _, k, _ in jobs})
+        videos = dict(zip(classes, [Path(tmp) / f"class-{k}.mp4" for k in classes], strict=True))
+        list(pool.map(lambda k: make_class_video(videos[k], k), classes))
+        for _ in pool.map(lambda j: make_clip(*j, video=videos[j[1]]), jobs):
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -6,18 +6,22 @@ import numpy as np
 import pytest
 import torch
 from avtok.model.tokenizers import (
+    frames_chw,
     frames_to_input,
     load_tokenizer,
     mel_to_input,
     output_to_frames,
     output_to_spec01,
+    pixels_to_input,
 )
 from avtok.model.tokenizers.checkpoint_io import CheckpointLoadError
 from avtok.model.tokenizers.patch_kmeans import (
+    fit_codebook,
     fit_patch_kmeans,
     from_patches,
     kmeans,
     nearest,
+    sample_patches,
     save_patch_kmeans,
     to_patches,
 )
@@ -73,6 +77,26 @@ def test_patches_round_trip_row_major():
     assert torch.equal(from_patches(p, 1, (5, 53)), x)
     f = torch.randn(1, 3, 256, 256)
     assert torch.equal(from_patches(to_patches(f), 3, (16, 16)), f)
+
+
+def test_sampled_patches_are_the_permuted_patches():
+    """`sample_patches` cuts out exactly the rows that permuting all of `to_patches` would keep, in the same
+    order, and converting after the sampling gives the bits of converting first (uint8 frames)."""
+    frames = np.random.default_rng(3).integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    x = frames_chw(frames)
+    assert x.dtype == torch.uint8 and x.shape == (5, 3, 256, 256)
+    every = to_patches(frames_to_input(frames)).reshape(-1, 768)
+    perm = torch.randperm(5 * 256, generator=torch.Generator().manual_seed(7))[:300]
+    got = sample_patches(x, 300, torch.Generator().manual_seed(7))
+    assert got.dtype == torch.uint8 and got.shape == (300, 768)
+    assert torch.equal(pixels_to_input(got), every[perm])
+    # at most max_points patches: all of them, in order
+    assert torch.equal(pixels_to_input(sample_patches(x, 5 * 256, torch.Generator())), every)
+    fast = fit_codebook(x, 16, iters=3, max_points=300, seed=7, to_input=pixels_to_input)
+    whole = fit_codebook(frames_to_input(frames), 16, iters=3, max_points=300, seed=7)
+    assert torch.equal(fast, whole)
+    with pytest.raises(ValueError, match=r"frames must be \[N, H, W, 3\]"):
+        frames_chw(frames[..., :2])
 
 
 def test_kmeans_finds_separated_clusters():

@@ -138,6 +138,22 @@ def test_make_dataset_small(tmp_path) -> None:
     # ... of one level in every clip: the picture says the class and nothing else
     levels = [f[: lo - 2].mean() for f in firsts]
     assert max(abs(v - syn.BACKGROUND_LEVEL) for v in levels) <= 3, levels
+    # each class's picture is encoded once and copied into its clips: the same pixels and sound as a clip
+    # encoded on its own (the class's seed-1 clip 0 made again without the shared stream)
+    alone = tmp_path / "alone.mp4"
+    syn.make_clip(alone, 0, int(np.random.SeedSequence([1, 0, 0]).generate_state(1)[0]))
+    with av.open(str(alone)) as c:
+        alone_frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with av.open(rows[0]["path"]) as c:
+        shared_frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert np.array_equal(alone_frames, shared_frames)
+
+    def sound(path: str) -> np.ndarray:
+        with av.open(path) as c:
+            return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+
+    assert np.array_equal(sound(str(alone)), sound(rows[0]["path"]))
+    assert not list((tmp_path / "videos").glob(".*"))  # the class streams and temporary files are gone
     # a re-run makes nothing new and writes the same manifest
     mtime = (tmp_path / "videos" / "synth-0-000.mp4").stat().st_mtime_ns
     assert syn.make_dataset(tmp_path, clips_per_class=2, test_per_class=1, seed=1).read_text() == manifest.read_text()

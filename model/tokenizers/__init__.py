@@ -61,12 +61,22 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
-def frames_to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 256, 256, 3] -> float32 [N, 3, 256, 256] in [-1, 1] (x/127.5 - 1)."""
+def frames_chw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> the same pixels as a [N, 3, H, W] view (no copy)."""
     t = _as_tensor(frames)
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"frames must be [N, H, W, 3], got {tuple(t.shape)}")
-    return (t.permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+    return t.permute(0, 3, 1, 2)
+
+
+def pixels_to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixel values (any shape) -> float32 in [-1, 1] (x/127.5 - 1), value by value."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def frames_to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 256, 256, 3] -> float32 [N, 3, 256, 256] in [-1, 1] (x/127.5 - 1)."""
+    return pixels_to_input(frames_chw(frames)).contiguous()
 
 
 def mel_to_input(spec01: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -88,5 +98,5 @@ def output_to_spec01(y: torch.Tensor) -> np.ndarray:
     return ((y.detach().float() + 1.0) / 2.0).squeeze(1).cpu().numpy()
 
 
-__all__ = ["KINDS", "Tokenizer", "load_tokenizer", "frames_to_input", "mel_to_input", "output_to_frames",
-           "output_to_spec01"]
+__all__ = ["KINDS", "Tokenizer", "load_tokenizer", "frames_chw", "frames_to_input", "mel_to_input",
+           "output_to_frames", "output_to_spec01", "pixels_to_input"]

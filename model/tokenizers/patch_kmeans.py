@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,15 +138,28 @@ class PatchKMeansTokenizer:
         return from_patches(p, self.channels, self.grid)
 
 
+def sample_patches(x: torch.Tensor, max_points: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows [C·16·16] of the 16×16 patches of `x` [N, C, H, W] (any dtype): all of them in `to_patches`
+    order, or, when there are more than `max_points`, those a `randperm` of that order puts first, cut out
+    one by one (a large uint8 batch is never converted or copied whole)."""
+    b, c, h, w = x.shape
+    gh, gw = h // PATCH, w // PATCH
+    total = b * gh * gw
+    if total <= max_points:
+        return to_patches(x).reshape(total, c * PATCH * PATCH)
+    idx = torch.randperm(total, generator=generator)[:max_points]
+    img, cell = (idx // (gh * gw)).tolist(), (idx % (gh * gw)).tolist()
+    return torch.stack([x[i, :, (q // gw) * PATCH:(q // gw + 1) * PATCH, (q % gw) * PATCH:(q % gw + 1) * PATCH]
+                        .reshape(-1) for i, q in zip(img, cell, strict=True)])
+
+
 def fit_codebook(x: torch.Tensor, k: int = 1024, iters: int = 8, max_points: int = 16384,
-                 seed: int = 0) -> torch.Tensor:
+                 seed: int = 0, to_input: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Centroids [k, C·16·16] of the 16×16 patches of `x` [N, C, H, W] (a random sample of at most
-    `max_points` patches, so that fitting stays at seconds on a CPU)."""
-    pts = to_patches(x.float()).reshape(-1, x.shape[1] * PATCH * PATCH)
-    g = torch.Generator().manual_seed(seed)
-    if pts.shape[0] > max_points:
-        pts = pts[torch.randperm(pts.shape[0], generator=g)[:max_points]]
-    return kmeans(pts, k, iters=iters, seed=seed)
+    `max_points` patches, so that fitting stays at seconds on a CPU). `to_input`: a value-by-value map of
+    raw `x` (uint8 frames, `pixels_to_input`) to the model's input scale, applied to the sampled patches."""
+    pts = sample_patches(x, max_points, torch.Generator().manual_seed(seed))
+    return kmeans(to_input(pts) if to_input is not None else pts, k, iters=iters, seed=seed)
 
 
 def save_patch_kmeans(path: str | os.PathLike, image_centroids: torch.Tensor, audio_centroids: torch.Tensor,
@@ -208,9 +222,9 @@ def load_patch_kmeans(path: str | os.PathLike, modality: str) -> PatchKMeansToke
 def fit_patch_kmeans(frames: np.ndarray | torch.Tensor, mels: np.ndarray | torch.Tensor, out: str | os.PathLike,
                      k: int = 1024, iters: int = 8, max_points: int = 16384, seed: int = 0) -> Path:
     """Fit both codebooks from uint8 frames [N, 256, 256, 3] and spec01 mels [M, 80, 848]; save to `out`."""
-    from . import frames_to_input, mel_to_input
+    from . import frames_chw, mel_to_input, pixels_to_input
 
-    img = fit_codebook(frames_to_input(frames), k, iters, max_points, seed)
+    img = fit_codebook(frames_chw(frames), k, iters, max_points, seed, to_input=pixels_to_input)
     aud = fit_codebook(mel_to_input(mels), k, iters, max_points, seed + 1)
     info = {"k": k, "iters": iters, "max_points": max_points, "seed": seed, "frames": int(len(frames)),
             "mels": int(len(mels))}
