@@ -9,6 +9,9 @@ Open choices of the paper, with their defaults (see README "avtok train"):
   group).
 * `detach_tied=False`: the output layer uses the live embedding weight (MaskGIT); True detaches it (MAGE).
 * `ratio_per="sample"`: one mask ratio per sample and modality; "batch" draws one per batch (MAGE).
+* `pos_init="normal"` (MAGE): position tables start as N(0, 0.02); "sincos" starts them as 2-D sine-cosine
+  codes of (row, column) on each modality's grid (MAE's table, scaled to the same RMS) and trains them from
+  there, so that positions of one row or column start alike.
 * `full_mask_prob=0.0` (paper): with this probability a sample gets one modality (image or audio, even
   odds) fully masked, the "condition drop" of MAR/RCG/open-muse; it teaches the pure cross-modal and
   unconditional cases (image→audio, CFG's uncond pass) that the truncated Gaussian rarely shows.
@@ -49,12 +52,20 @@ class AVConfig:
     ratio_per: str = "sample"  # "sample" | "batch"
     detach_tied: bool = False
     full_mask_prob: float = 0.0
+    pos_init: str = "normal"  # "normal" | "sincos"
     label_smoothing: float = 0.1
     grad_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.drop_rule not in DROP_RULES:
             raise ValueError(f"drop_rule must be one of {DROP_RULES}, got {self.drop_rule!r}")
+        if self.pos_init not in ("normal", "sincos"):
+            raise ValueError(f"pos_init must be 'normal' or 'sincos', got {self.pos_init!r}")
+        if self.pos_init == "sincos" and (self.dim % 4 or self.dec_dim % 4
+                                          or (self.image_tokens, self.audio_tokens) != (IMAGE_TOKENS, AUDIO_TOKENS)):
+            raise ValueError("pos_init='sincos' needs dim and dec_dim divisible by 4 and the full token grids "
+                             f"({IMAGE_TOKENS} + {AUDIO_TOKENS}), got {self.dim}, {self.dec_dim}, "
+                             f"{self.image_tokens} + {self.audio_tokens}")
         if self.ratio_per not in ("sample", "batch"):
             raise ValueError(f"ratio_per must be 'sample' or 'batch', got {self.ratio_per!r}")
         if not 0.0 <= self.mask_min < self.mask_max <= 1.0:

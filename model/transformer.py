@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import AVConfig
+from .geometry import AUDIO_GRID, IMAGE_GRID
 
 LN_EPS = 1e-6
 ENCODER_GROUPS = 4  # "masked" drop rule: a batch is encoded in this many groups of similar length
@@ -108,6 +109,23 @@ def sample_masks(ratios: Tensor, n: int, n_drop: int, drop_rule: str,
     return masked, order[:, n_drop:]
 
 
+def grid_sincos(dim: int) -> Tensor:
+    """[256 + 265, dim] position codes: for the image grid, then the audio grid, dim/2 sine-cosine features
+    of the row and dim/2 of the column (frequencies 1/10000^(k/(dim/4))), scaled to an RMS of 0.02 (the
+    normal init's std)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+
+    def one_axis(pos: Tensor) -> Tensor:
+        ang = pos.double()[:, None] * omega[None]
+        return torch.cat([ang.sin(), ang.cos()], dim=1)
+
+    tables = []
+    for rows, cols in (IMAGE_GRID, AUDIO_GRID):
+        r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")  # row-major
+        tables.append(torch.cat([one_axis(r.reshape(-1)), one_axis(c.reshape(-1))], dim=1))
+    return (torch.cat(tables) * 0.02 * math.sqrt(2)).float()
+
+
 class AVTransformer(nn.Module):
     """Masked generative transformer over [image tokens (256) | audio tokens (265)]."""
 
@@ -154,6 +172,10 @@ class AVTransformer(nn.Module):
             nn.init.normal_(p, std=0.02)
         nn.init.zeros_(self.image_head.bias)
         nn.init.zeros_(self.audio_head.bias)
+        if self.cfg.pos_init == "sincos":  # after the draws above: every other parameter keeps its values
+            with torch.no_grad():
+                self.pos_embed.copy_(grid_sincos(self.cfg.dim)[None])
+                self.dec_pos_embed.copy_(grid_sincos(self.cfg.dec_dim)[None])
 
     # -- pieces shared by training and inference -------------------------------------------------------
     def _run(self, blocks: nn.ModuleList, x: Tensor, attend: Tensor | None = None) -> Tensor:

@@ -10,6 +10,7 @@ from avtok.model.config import AVConfig, preset
 from avtok.model.transformer import (
     AVTransformer,
     flops_per_sample,
+    grid_sincos,
     num_params,
     sample_masks,
     truncated_normal,
@@ -201,6 +202,32 @@ def test_ratio_per_batch_and_config_validation():
     with pytest.raises(ValueError, match="unknown AVConfig keys"):
         AVConfig.from_dict({"dim": 8, "nope": 1})
     assert AVConfig.from_dict(preset("base").to_dict()) == preset("base")
+
+
+def test_sincos_position_init():
+    """pos_init="sincos": each position's table row is sin/cos of its (row, column) on its modality's grid
+    at RMS 0.02; every other parameter is what the normal init draws."""
+    t = grid_sincos(16)
+    assert t.shape == (521, 16) and t.dtype == torch.float32
+    assert t.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=1e-6)
+    a = 0.02 * math.sqrt(2)
+    # image position 3·16 + 5 (row 3, column 5): row features first, then column; frequency k is 10000^(-k/4)
+    row3 = [math.sin(3 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(3 * 10000 ** (-k / 4)) for k in range(4)]
+    col5 = [math.sin(5 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(5 * 10000 ** (-k / 4)) for k in range(4)]
+    assert torch.allclose(t[3 * 16 + 5], torch.tensor(row3 + col5) * a, atol=1e-7)
+    # audio position 2·53 + 40 (row 2, column 40) follows the 256 image positions
+    assert torch.allclose(t[256 + 2 * 53 + 40, :8], torch.tensor(
+        [math.sin(2 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(2 * 10000 ** (-k / 4)) for k in range(4)]) * a,
+        atol=1e-7)
+    plain, sincos = tiny(), tiny(pos_init="sincos")
+    assert torch.equal(sincos.pos_embed[0], grid_sincos(64)) and torch.equal(sincos.dec_pos_embed[0], grid_sincos(64))
+    for (name, p), q in zip(plain.named_parameters(), sincos.parameters(), strict=True):
+        assert torch.equal(p, q) == (name not in ("pos_embed", "dec_pos_embed")), name
+    assert sincos.pos_embed.requires_grad  # a start, trained like the rest
+    with pytest.raises(ValueError, match="pos_init must be"):
+        AVConfig(pos_init="rope")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        AVConfig(pos_init="sincos", dim=30, heads=1)
 
 
 def test_grad_checkpoint_gives_same_gradients():
