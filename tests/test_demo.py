@@ -67,10 +67,10 @@ def _comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("timings", "rerun_timings", "checkpoint_sha256")}
 
 
-# The quick configuration (8 clips a class, 100 steps, about a minute) is checked for reproducibility, its
+# The quick configuration (8 clips a class, 100 steps, under a minute) is checked for reproducibility, its
 # reference scores and that it trains: over seeds 0-4 its generations stay at chance (every directed task
-# 0.000-0.375 on 16 clips, joint 0.000-0.125), so no task floor can be set from that spread, but the training
-# loss does fall from 3.25-3.32 (step 25) to a final 2.38-2.55: QUICK_FINAL_LOSS sits above the 5-seed
+# 0.000-0.188 on 16 clips, joint 0.000-0.062), so no task floor can be set from that spread, but the training
+# loss does fall from 3.24-3.33 (step 25) to a final 2.39-2.62: QUICK_FINAL_LOSS sits above the 5-seed
 # maximum and below every step-25 loss (docs/method.md, "The demo").
 QUICK_FINAL_LOSS = 2.9
 

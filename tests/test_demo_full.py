@@ -1,4 +1,4 @@
-"""The full `avtok demo` (slow, about 4.5 minutes on 2 cores): its scores against floors set from five seeds.
+"""The full `avtok demo` (slow, 2.5-5 minutes on 2 cores): its scores against the issue's bars.
 
 In its own file so that `pytest -n 2 --dist loadfile` runs it on one worker while the other runs the rest
 (tests/conftest.py hands it out first).
@@ -15,25 +15,26 @@ from click.testing import CliRunner
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path) -> None:
-    """The full demo on 40 held-out clips. The floors sit about one clip under the lowest score of the
-    default settings over seeds 0-4 (docs/method.md, "The demo": image→audio 0.950 with guidance / 0.950
-    without, audio→image 1.000 / 1.000, inpainting 0.725 / 0.750, all three on seed 1; joint 0.850 on seed 4,
-    pictures with a class 1.000, click-free guided inpainting 0.950), not under seed 0's own run (1.000 in
-    every directed task at every guidance scale, joint 1.000): on another processor the floating-point
-    results differ and the scores then move like another seed's."""
+    """The full demo on 40 held-out clips meets the issue's bars: image→audio, audio→image and inpainting at
+    least 0.9 with guidance (and without), joint agreement at least 0.8, and guidance at least no guidance
+    in every directed task. Over seeds 0-4 and four sampler draws each the lowest scores were 1.000, 0.975,
+    0.925 and 0.850 (docs/method.md, "The demo"); seed 0, the default, scores 1.000 / 1.000, 0.975 / 0.975,
+    1.000 / 1.000 and 1.000 and ties guidance in every draw. On another processor the last bits of the run
+    differ and it moves like another seed; the bars held on every seed."""
     out = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert r.exit_code == 0, r.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     t = metrics["tasks"]
     assert metrics["test_clips"] == 40 and metrics["chance"] == 0.125
-    assert t["image2audio"]["cfg_on"] >= 0.925 and t["image2audio"]["cfg_off"] >= 0.925, t
-    assert t["audio2image"]["cfg_on"] >= 0.975 and t["audio2image"]["cfg_off"] >= 0.975, t
-    assert t["inpaint"]["cfg_on"] >= 0.7 and t["inpaint"]["cfg_off"] >= 0.725, t
-    assert t["joint"]["agreement"] >= 0.825, t
+    for task in ("image2audio", "audio2image", "inpaint"):
+        assert t[task]["cfg_on"] >= 0.9 and t[task]["cfg_off"] >= 0.9, (task, t)
+        assert t[task]["cfg_on"] >= t[task]["cfg_off"], (task, t)  # guidance at least no guidance
+    assert t["joint"]["agreement"] >= 0.8, t
     assert metrics["options"]["token_temperature"] == 0.1 and metrics["options"]["top_p"] == 0.7
     assert metrics["options"]["confidence"] == "conditional"
-    assert metrics["task_detail"]["joint"]["0"]["image_has_class"] >= 0.975, t  # image-first: a whole picture first
+    assert metrics["options"]["model_overrides"]["pos_init"] == "sincos"
+    assert metrics["task_detail"]["joint"]["0"]["image_has_class"] >= 0.9, t  # image-first: a whole picture first
     assert metrics["task_detail"]["inpaint"]["1"]["click_free"] >= 0.925  # guidance draws almost no stray click codes
     assert metrics["oracle_accuracy"]["cfg_on"] == t["image2audio"]["cfg_on"]
     assert set(metrics["cfg_sweep"]["image2audio"]) == {"0", "1", "2", "3", "5"}

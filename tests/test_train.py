@@ -27,9 +27,10 @@ def test_tiny_learns_image_to_audio(tmp_path):
     # 4 classes own disjoint image-token ranges; audio = the class's template: any frame determines it.
     # The demo's model and masking (DemoOptions.model_overrides: encoder on the visible tokens only, half of
     # the samples with one modality fully masked, so a whole frame with no audio is seen in training).
-    # Over seeds 1-5 (200 steps, one thread, about 26 s each): i2a accuracy 0.938-0.996 and i2a NLL
-    # 0.13-0.18 of the unconditional audio NLL (docs/testing.md); the tiny preset's paper masking needed 100
-    # steps of a 4x wider model (72-80 s) for the same.
+    # Over seeds 1-5 (200 steps, one thread, about 26 s each): i2a accuracy 0.831-0.995 and i2a NLL
+    # 0.17-0.31 of the unconditional audio NLL with the demo's sine-cosine position start (0.938-0.996 and
+    # 0.13-0.18 from N(0, 0.02): this task's templates differ position by position, docs/testing.md); the
+    # tiny preset's paper masking needed 100 steps of a 4x wider model (72-80 s) for the same.
     from avtok.pipeline.demo import DemoOptions
 
     write_synthetic(tmp_path / "tok", shard_rows=(100, 60), test_rows=32, classes=4, codebook=16)
@@ -38,8 +39,8 @@ def test_tiny_learns_image_to_audio(tmp_path):
                           min_lr=3e-4, warmup_steps=5, eval_every=200, eval_samples=32, ckpt_every=200,
                           log_every=100, seed=1), log=quiet)
     ev = s.eval
-    assert ev.i2a_acc >= 0.85, ev
-    assert ev.i2a_nll < 0.3 * ev.uncond_audio_nll, ev
+    assert ev.i2a_acc >= 0.8, ev
+    assert ev.i2a_nll < 0.35 * ev.uncond_audio_nll, ev
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows if "loss" in r] == [100, 200]
     assert rows[-1]["eval"]["i2a_acc"] == ev.i2a_acc
