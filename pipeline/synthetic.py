@@ -14,8 +14,9 @@ Each clip's sound draws a random loudness, pitch jitter (±2 %) and tone phase, 
 identical; what a clip's tokens say is its class, nothing else (docs/method.md, "The demo", says why the
 layout, the background, the pulse phase and the noise are fixed). Videos are made with ffmpeg: each class's
 picture once, lavfi `color` + `drawbox` (256×256, 5 fps, H.264), then one process per clip that copies that
-stream and encodes the numpy-synthesised sound piped in as raw PCM (22050 Hz mono, AAC). The oracle `classify_audio` needs no training: the class whose pitch
-band holds the most spectral energy (FFT), and whether that band's envelope beats at PULSE_HZ.
+stream and encodes the numpy-synthesised sound piped in as raw PCM (22050 Hz mono, AAC). The oracle
+`classify_audio` needs no training: the class whose pitch band holds the most spectral energy (FFT), and
+whether that band's envelope beats at PULSE_HZ.
 """
 
 from __future__ import annotations
