@@ -24,6 +24,7 @@ from .geometry import AUDIO_GRID, IMAGE_GRID
 
 LN_EPS = 1e-6
 ENCODER_GROUPS = 4  # "masked" drop rule: a batch is encoded in this many groups of similar length
+INIT_STD = 0.02  # MAGE: embeddings, position tables and the mask vector start N(0, INIT_STD)
 
 
 class Attention(nn.Module):
@@ -111,7 +112,7 @@ def sample_masks(ratios: Tensor, n: int, n_drop: int, drop_rule: str,
 
 def grid_sincos(dim: int) -> Tensor:
     """[256 + 265, dim] position codes: for the image grid, then the audio grid, dim/2 sine-cosine features
-    of the row and dim/2 of the column (frequencies 1/10000^(k/(dim/4))), scaled to an RMS of 0.02 (the
+    of the row and dim/2 of the column (frequencies 1/10000^(k/(dim/4))), scaled to an RMS of INIT_STD (the
     normal init's std)."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
 
@@ -123,7 +124,7 @@ def grid_sincos(dim: int) -> Tensor:
     for rows, cols in (IMAGE_GRID, AUDIO_GRID):
         r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")  # row-major
         tables.append(torch.cat([one_axis(r.reshape(-1)), one_axis(c.reshape(-1))], dim=1))
-    return (torch.cat(tables) * 0.02 * math.sqrt(2)).float()
+    return (torch.cat(tables) * INIT_STD * math.sqrt(2)).float()  # sin, cos: RMS 1/√2
 
 
 class AVTransformer(nn.Module):
@@ -166,10 +167,10 @@ class AVTransformer(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
+                nn.init.normal_(m.weight, std=INIT_STD)
         for p in (self.pos_embed, self.modality_embed, self.mask_token, self.dec_pos_embed,
                   self.dec_modality_embed):
-            nn.init.normal_(p, std=0.02)
+            nn.init.normal_(p, std=INIT_STD)
         nn.init.zeros_(self.image_head.bias)
         nn.init.zeros_(self.audio_head.bias)
         if self.cfg.pos_init == "sincos":  # after the draws above: every other parameter keeps its values
