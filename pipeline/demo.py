@@ -40,7 +40,7 @@ INPAINT_SPAN_S = (3.0, 7.0)  # the audio regenerated in the inpainting task
 
 @dataclass
 class DemoOptions:
-    """Sizes and budgets of the demo (defaults: about 4.5 minutes on 2 CPU cores, docs/method.md "The demo")."""
+    """Sizes and budgets of the demo (defaults: 2.5-5 minutes on 2 CPU cores by the machine, docs/method.md "The demo")."""
 
     out: str = "avtok_demo"
     clips_per_class: int = 40  # 35 train + 5 test
@@ -109,7 +109,7 @@ def check_options(o: DemoOptions) -> None:
 
 
 def quick_options(**changes: Any) -> DemoOptions:
-    """The quick configuration (CI, about a minute on 2 cores): 8 clips a class (2 held out), 100
+    """The quick configuration (CI, under a minute on 2 cores): 8 clips a class (2 held out), 100
     steps, CFG scored at 0 and `cfg` only."""
     base = dict(clips_per_class=8, test_per_class=2, train_steps=100, cfg_sweep=())
     return DemoOptions(**{**base, **changes})
