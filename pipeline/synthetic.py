@@ -267,14 +267,14 @@ _H264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-threads", "1
 _BITEXACT = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact"]
 
 
-def _ffmpeg(cmd: list[str], out: Path, name: str, stdin: bytes | None = None) -> None:
+def _ffmpeg(cmd: list[str], out: Path, stdin: bytes | None = None) -> None:
     """Run ffmpeg writing to a temporary name beside `out`, then move it into place."""
     tmp = out.with_name(f".{out.stem}.tmp.mp4")
     try:
         proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-y", "-loglevel", "error", "-threads", "1", *cmd, str(tmp)],
                               input=stdin, capture_output=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg failed for {name}: {proc.stderr.decode(errors='replace')[-500:]}")
+            raise RuntimeError(f"ffmpeg failed for {out.name}: {proc.stderr.decode(errors='replace')[-500:]}")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -282,8 +282,7 @@ def _ffmpeg(cmd: list[str], out: Path, name: str, stdin: bytes | None = None) ->
 
 def make_class_video(path: str | os.PathLike, k: int) -> None:
     """Write class `k`'s picture as a 10 s H.264 stream (mp4, no sound): the video of every clip of the class."""
-    _ffmpeg(["-f", "lavfi", "-i", _video_filter(k), *_H264, "-t", f"{DURATION_S:g}", *_BITEXACT], Path(path),
-            f"class {k}'s video")
+    _ffmpeg(["-f", "lavfi", "-i", _video_filter(k), *_H264, "-t", f"{DURATION_S:g}", *_BITEXACT], Path(path))
 
 
 def make_clip(path: str | os.PathLike, k: int, seed: int, video: str | os.PathLike | None = None) -> None:
@@ -298,7 +297,13 @@ def make_clip(path: str | os.PathLike, k: int, seed: int, video: str | os.PathLi
         picture, codec = ["-i", str(video)], ["-c:v", "copy"]
     _ffmpeg([*picture, "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0",
              "-map", "0:v", "-map", "1:a", *codec, "-c:a", "aac", "-b:a", "64k", "-t", f"{DURATION_S:g}",
-             "-shortest", *_BITEXACT], Path(path), Path(path).name, pcm)
+             "-shortest", *_BITEXACT], Path(path), pcm)
+
+
+def clip_seed(seed: int, k: int, i: int) -> int:
+    """The generator seed of clip `i` of class `k` in the set made with `seed`: one per clip, so the same
+    clip comes out whatever else is made or skipped."""
+    return int(np.random.SeedSequence([seed, k, i]).generate_state(1)[0])
 
 
 def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per_class: int = 5,
@@ -321,17 +326,15 @@ def make_dataset(out_dir: str | os.PathLike, clips_per_class: int = 20, test_per
             split = "test" if i >= clips_per_class - test_per_class else "train"
             rows.append((vid, str(path.resolve()), 0.0, cls.name, split))
             if not path.is_file():
-                # seed per clip: the same clip comes out whatever else is made or skipped
-                jobs.append((path, cls.index, int(np.random.SeedSequence([seed, cls.index, i]).generate_state(1)[0])))
+                jobs.append((path, cls.index, clip_seed(seed, cls.index, i)))
     done = 0
     total = len(jobs)
     # every clip of a class shows the same picture: each class's H.264 stream is encoded once and copied
     # into its clips, which then cost only their sound (the frames decode to the same pixels)
     with tempfile.TemporaryDirectory(dir=vids, prefix=".class-videos-") as tmp, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        classes = sorted({k for _, k, _ in jobs})
-        videos = dict(zip(classes, [Path(tmp) / f"class-{k}.mp4" for k in classes], strict=True))
-        list(pool.map(lambda k: make_class_video(videos[k], k), classes))
+        videos = {k: Path(tmp) / f"class-{k}.mp4" for k in sorted({k for _, k, _ in jobs})}
+        list(pool.map(lambda k: make_class_video(videos[k], k), videos))
         for _ in pool.map(lambda j: make_clip(*j, video=videos[j[1]]), jobs):
             done += 1
             if progress is not None:

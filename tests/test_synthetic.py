@@ -100,6 +100,16 @@ def test_oracle_survives_quantised_mel_and_griffin_lim() -> None:
     assert [syn.classify_audio(w.numpy(), SR) for w in out] == list(range(8))
 
 
+def _decode(path: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every frame of a video (uint8 RGB [T, H, W, 3]), its sound (the decoded samples, flat) and its rate."""
+    with av.open(path) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    with av.open(path) as c:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].rate
+    return frames, audio, rate
+
+
 def _first_frame(path: str) -> np.ndarray:
     """The first decoded frame of a video, int RGB [H, W, 3]."""
     with av.open(path) as c:
@@ -115,11 +125,7 @@ def test_make_dataset_small(tmp_path) -> None:
     assert sum(r["split"] == "test" for r in rows) == 8
     assert {r["label"] for r in rows} == set(syn.CLASS_NAMES)
     row = rows[3]  # class 1, pulsed
-    with av.open(row["path"]) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    with av.open(row["path"]) as c:
-        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-        rate = c.streams.audio[0].rate
+    frames, audio, rate = _decode(row["path"])
     assert frames[0].shape == (syn.SIZE, syn.SIZE, 3) and len(frames) == syn.FPS * 10
     assert rate == SR and audio.size >= 220000
     assert syn.classify_audio(audio, rate) == syn.class_index(row["label"])
@@ -141,18 +147,9 @@ def test_make_dataset_small(tmp_path) -> None:
     # each class's picture is encoded once and copied into its clips: the same pixels and sound as a clip
     # encoded on its own (the class's seed-1 clip 0 made again without the shared stream)
     alone = tmp_path / "alone.mp4"
-    syn.make_clip(alone, 0, int(np.random.SeedSequence([1, 0, 0]).generate_state(1)[0]))
-    with av.open(str(alone)) as c:
-        alone_frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    with av.open(rows[0]["path"]) as c:
-        shared_frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    assert np.array_equal(alone_frames, shared_frames)
-
-    def sound(path: str) -> np.ndarray:
-        with av.open(path) as c:
-            return np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-
-    assert np.array_equal(sound(str(alone)), sound(rows[0]["path"]))
+    syn.make_clip(alone, 0, syn.clip_seed(1, 0, 0))
+    (alone_frames, alone_sound, _), (shared_frames, shared_sound, _) = _decode(str(alone)), _decode(rows[0]["path"])
+    assert np.array_equal(alone_frames, shared_frames) and np.array_equal(alone_sound, shared_sound)
     assert not list((tmp_path / "videos").glob(".*"))  # the class streams and temporary files are gone
     # a re-run makes nothing new and writes the same manifest
     mtime = (tmp_path / "videos" / "synth-0-000.mp4").stat().st_mtime_ns

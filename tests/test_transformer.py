@@ -210,15 +210,14 @@ def test_sincos_position_init():
     t = grid_sincos(16)
     assert t.shape == (521, 16) and t.dtype == torch.float32
     assert t.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=1e-6)
-    a = 0.02 * math.sqrt(2)
-    # image position 3·16 + 5 (row 3, column 5): row features first, then column; frequency k is 10000^(-k/4)
-    row3 = [math.sin(3 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(3 * 10000 ** (-k / 4)) for k in range(4)]
-    col5 = [math.sin(5 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(5 * 10000 ** (-k / 4)) for k in range(4)]
-    assert torch.allclose(t[3 * 16 + 5], torch.tensor(row3 + col5) * a, atol=1e-7)
+
+    def axis(pos: int) -> list[float]:  # 4 sines then 4 cosines, frequency k = 10000^(-k/4), at RMS 0.02
+        return [0.02 * math.sqrt(2) * f(pos * 10000 ** (-k / 4)) for f in (math.sin, math.cos) for k in range(4)]
+
+    # image position 3·16 + 5 (row 3, column 5): the row's features, then the column's
+    assert torch.allclose(t[3 * 16 + 5], torch.tensor(axis(3) + axis(5)), atol=1e-7)
     # audio position 2·53 + 40 (row 2, column 40) follows the 256 image positions
-    assert torch.allclose(t[256 + 2 * 53 + 40, :8], torch.tensor(
-        [math.sin(2 * 10000 ** (-k / 4)) for k in range(4)] + [math.cos(2 * 10000 ** (-k / 4)) for k in range(4)]) * a,
-        atol=1e-7)
+    assert torch.allclose(t[256 + 2 * 53 + 40], torch.tensor(axis(2) + axis(40)), atol=1e-7)
     plain, sincos = tiny(), tiny(pos_init="sincos")
     assert torch.equal(sincos.pos_embed[0], grid_sincos(64)) and torch.equal(sincos.dec_pos_embed[0], grid_sincos(64))
     for (name, p), q in zip(plain.named_parameters(), sincos.parameters(), strict=True):
